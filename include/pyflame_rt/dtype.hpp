@@ -1,0 +1,75 @@
+#pragma once
+// Element types, shapes and the small descriptive structs of the API reference.
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace pyflame_rt {
+
+// The reference's ten codes never change; new types are appended after Bool.
+enum class DType : uint8_t {
+    Float32 = 0,
+    Float16 = 1,
+    BFloat16 = 2,
+    Float64 = 3,
+    Int64 = 4,
+    Int32 = 5,
+    Int16 = 6,
+    Int8 = 7,
+    UInt8 = 8,
+    Bool = 9,
+};
+
+inline constexpr int kNumDTypes = 10;
+
+size_t dtype_size(DType dtype);
+std::string dtype_to_string(DType dtype);           // "Float32"
+DType string_to_dtype(const std::string& str);      // accepts "Float32", "float32", "float"; throws ValidationError
+std::string dtype_to_onnx_type(DType dtype);        // "float", "int64", ... as in "tensor(float)"
+bool is_valid_dtype_code(int code);
+
+template <typename T> struct dtype_of;
+template <> struct dtype_of<float> { static constexpr DType value = DType::Float32; };
+template <> struct dtype_of<double> { static constexpr DType value = DType::Float64; };
+template <> struct dtype_of<int64_t> { static constexpr DType value = DType::Int64; };
+template <> struct dtype_of<int32_t> { static constexpr DType value = DType::Int32; };
+template <> struct dtype_of<int16_t> { static constexpr DType value = DType::Int16; };
+template <> struct dtype_of<int8_t> { static constexpr DType value = DType::Int8; };
+template <> struct dtype_of<uint8_t> { static constexpr DType value = DType::UInt8; };
+template <> struct dtype_of<bool> { static constexpr DType value = DType::Bool; };
+
+// A dimension is either known (a value) or dynamic (nullopt).
+using Shape = std::vector<std::optional<int64_t>>;
+
+std::string shape_to_string(const Shape& shape);                  // "[?, 3, 224, 224]"
+std::string shape_to_string(const std::vector<int64_t>& shape);   // "[1, 3, 224, 224]"
+Shape to_shape(const std::vector<int64_t>& dims);
+bool is_static(const Shape& shape);
+
+struct TensorInfo {
+    std::string name;
+    DType dtype = DType::Float32;
+    Shape shape;
+};
+
+struct NodeArg {
+    std::string name;
+    DType dtype = DType::Float32;
+    Shape shape;
+
+    std::string type_str() const;  // "tensor(float)"
+};
+
+struct ModelMetadata {
+    std::string producer_name;
+    std::string producer_version;
+    std::string domain;
+    int64_t model_version = 0;
+    std::string doc_string;
+    std::unordered_map<std::string, std::string> custom_metadata;
+};
+
+}  // namespace pyflame_rt

@@ -1,0 +1,15 @@
+#pragma once
+// Everything a C++ user of libpyflame_rt needs.
+#include "pyflame_rt/backend.hpp"
+#include "pyflame_rt/dtype.hpp"
+#include "pyflame_rt/errors.hpp"
+#include "pyflame_rt/graph.hpp"
+#include "pyflame_rt/import/importer.hpp"
+#include "pyflame_rt/import/onnx_importer.hpp"
+#include "pyflame_rt/model_io.hpp"
+#include "pyflame_rt/node.hpp"
+#include "pyflame_rt/options.hpp"
+#include "pyflame_rt/registry.hpp"
+#include "pyflame_rt/session.hpp"
+#include "pyflame_rt/tensor.hpp"
+#include "pyflame_rt/version.hpp"

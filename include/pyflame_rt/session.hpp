@@ -1,0 +1,49 @@
+#pragma once
+// InferenceSession: plans a graph once at creation; run() executes the plan.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "pyflame_rt/dtype.hpp"
+#include "pyflame_rt/graph.hpp"
+#include "pyflame_rt/options.hpp"
+#include "pyflame_rt/tensor.hpp"
+
+namespace pyflame_rt {
+
+class InferenceSession {
+public:
+    // `model_path`: a .pfm file, or any format the ImporterRegistry knows (.onnx).
+    explicit InferenceSession(const std::string& model_path, SessionOptions options = {},
+                              std::vector<std::string> providers = {});
+    explicit InferenceSession(std::shared_ptr<Graph> graph, SessionOptions options = {},
+                              std::vector<std::string> providers = {});
+    ~InferenceSession();
+    InferenceSession(const InferenceSession&) = delete;
+    InferenceSession& operator=(const InferenceSession&) = delete;
+
+    // Empty `output_names` returns all outputs. Feeds are checked before anything runs.
+    // Safe to call from several threads at once.
+    std::vector<Tensor> run(const std::vector<std::string>& output_names,
+                            const std::unordered_map<std::string, Tensor>& input_feed,
+                            const RunOptions& run_options = {});
+
+    std::vector<NodeArg> get_inputs() const;
+    std::vector<NodeArg> get_outputs() const;
+    ModelMetadata get_modelmeta() const;
+    std::vector<std::string> get_providers() const;
+    const SessionOptions& options() const;
+    std::shared_ptr<const Graph> graph() const;
+
+    int64_t get_profiling_start_time_ns() const;
+    // Writes the Chrome trace-event JSON and returns its path; profiling stops.
+    std::string end_profiling();
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pyflame_rt

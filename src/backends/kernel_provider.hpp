@@ -1,0 +1,18 @@
+#pragma once
+// What the executor needs from a backend: a kernel for each node.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ops/op.hpp"
+
+namespace pyflame_rt {
+
+class KernelProvider {
+public:
+    virtual ~KernelProvider() = default;
+    // UnsupportedOperatorError naming op, domain and opset when the backend has no kernel.
+    virtual std::unique_ptr<ops::OpKernel> create_kernel(const Node& node, int64_t opset) const = 0;
+};
+
+}  // namespace pyflame_rt

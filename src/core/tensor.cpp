@@ -1,0 +1,105 @@
+#include "pyflame_rt/tensor.hpp"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "pyflame_rt/errors.hpp"
+
+namespace pyflame_rt {
+namespace {
+
+constexpr size_t kAlignment = 64;
+
+std::shared_ptr<void> allocate_aligned(size_t bytes) {
+    // Round up: aligned_alloc needs a multiple of the alignment; never zero so data() is set.
+    const size_t rounded = ((bytes + kAlignment - 1) / kAlignment) * kAlignment;
+    void* p = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
+    if (!p) throw PyFlameRTError("out of memory allocating " + std::to_string(bytes) + " bytes");
+    return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+}
+
+void check_shape(const std::vector<int64_t>& shape) {
+    for (int64_t d : shape) {
+        if (d < 0) throw ValidationError("negative dimension in tensor shape " + shape_to_string(shape));
+    }
+}
+
+}  // namespace
+
+int64_t num_elements_of(const std::vector<int64_t>& shape) {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+}
+
+Tensor::Tensor() = default;
+
+Tensor::Tensor(const std::vector<int64_t>& shape, DType dtype) : shape_(shape), dtype_(dtype) {
+    check_shape(shape);
+    storage_ = allocate_aligned(size_bytes());
+    data_ = storage_.get();
+}
+
+Tensor::Tensor(void* data, const std::vector<int64_t>& shape, DType dtype)
+    : data_(data), shape_(shape), dtype_(dtype) {
+    check_shape(shape);
+}
+
+Tensor::Tensor(std::shared_ptr<void> keep_alive, void* data, const std::vector<int64_t>& shape, DType dtype)
+    : storage_(std::move(keep_alive)), data_(data), shape_(shape), dtype_(dtype) {
+    check_shape(shape);
+}
+
+Tensor::Tensor(const Tensor& other) = default;
+Tensor::Tensor(Tensor&& other) noexcept = default;
+Tensor& Tensor::operator=(const Tensor& other) = default;
+Tensor& Tensor::operator=(Tensor&& other) noexcept = default;
+Tensor::~Tensor() = default;
+
+int64_t Tensor::num_elements() const { return num_elements_of(shape_); }
+size_t Tensor::size_bytes() const { return static_cast<size_t>(num_elements()) * dtype_size(dtype_); }
+
+Tensor Tensor::clone() const {
+    Tensor copy(shape_, dtype_);
+    if (data_ && size_bytes()) std::memcpy(copy.data_, data_, size_bytes());
+    return copy;
+}
+
+Tensor Tensor::view() const { return *this; }
+
+Tensor Tensor::reshape(const std::vector<int64_t>& new_shape) const {
+    std::vector<int64_t> resolved = new_shape;
+    int infer_at = -1;
+    int64_t known = 1;
+    for (size_t i = 0; i < resolved.size(); ++i) {
+        if (resolved[i] == -1) {
+            if (infer_at >= 0) throw ValidationError("reshape: more than one -1 in " + shape_to_string(new_shape));
+            infer_at = static_cast<int>(i);
+        } else if (resolved[i] < 0) {
+            throw ValidationError("reshape: negative dimension in " + shape_to_string(new_shape));
+        } else {
+            known *= resolved[i];
+        }
+    }
+    if (infer_at >= 0) {
+        if (known == 0 || num_elements() % known != 0)
+            throw ValidationError("reshape: cannot reshape " + shape_to_string(shape_) + " to " +
+                                  shape_to_string(new_shape));
+        resolved[infer_at] = num_elements() / known;
+    }
+    if (num_elements_of(resolved) != num_elements())
+        throw ValidationError("reshape: " + shape_to_string(shape_) + " has " + std::to_string(num_elements()) +
+                              " elements, " + shape_to_string(new_shape) + " has " +
+                              std::to_string(num_elements_of(resolved)));
+    Tensor out = *this;
+    out.shape_ = std::move(resolved);
+    return out;
+}
+
+Tensor Tensor::zeros(const std::vector<int64_t>& shape, DType dtype) {
+    Tensor t(shape, dtype);
+    if (t.size_bytes()) std::memset(t.data(), 0, t.size_bytes());
+    return t;
+}
+
+}  // namespace pyflame_rt

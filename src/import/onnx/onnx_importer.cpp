@@ -1,0 +1,299 @@
+#include "pyflame_rt/import/onnx_importer.hpp"
+
+#include <onnx/onnx_pb.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <limits>
+
+#include "ops/op.hpp"
+#include "ops/shape_inference.hpp"
+#include "pyflame_rt/errors.hpp"
+#include "util/file_io.hpp"
+
+namespace pyflame_rt {
+namespace {
+
+constexpr int kMinOpset = 7;
+constexpr int kMaxOpset = 28;
+
+std::string dir_of(const std::string& path) {
+    const auto slash = path.find_last_of('/');
+    return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+    return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+DType dtype_from_onnx(int elem_type, const std::string& what) {
+    switch (elem_type) {
+        case onnx::TensorProto::FLOAT: return DType::Float32;
+        case onnx::TensorProto::FLOAT16: return DType::Float16;
+        case onnx::TensorProto::BFLOAT16: return DType::BFloat16;
+        case onnx::TensorProto::DOUBLE: return DType::Float64;
+        case onnx::TensorProto::INT64: return DType::Int64;
+        case onnx::TensorProto::INT32: return DType::Int32;
+        case onnx::TensorProto::INT16: return DType::Int16;
+        case onnx::TensorProto::INT8: return DType::Int8;
+        case onnx::TensorProto::UINT8: return DType::UInt8;
+        case onnx::TensorProto::BOOL: return DType::Bool;
+        default:
+            throw InvalidModelError(what + " has ONNX element type " + std::to_string(elem_type) +
+                                    ", which this build does not support");
+    }
+}
+
+// Reads one model file's tensors; keeps external data files mapped while tensors use them.
+class TensorReader {
+public:
+    explicit TensorReader(std::string model_dir) : model_dir_(std::move(model_dir)) {}
+
+    Tensor read(const onnx::TensorProto& p) {
+        const std::string what = "tensor '" + p.name() + "'";
+        if (p.has_segment()) throw InvalidModelError(what + " is segmented, which ONNX deprecated and this build does not read");
+        const DType dtype = dtype_from_onnx(p.data_type(), what);
+        std::vector<int64_t> dims(p.dims().begin(), p.dims().end());
+        uint64_t count = 1;
+        for (int64_t d : dims) {
+            if (d < 0) throw InvalidModelError(what + " has a negative dimension");
+            if (d != 0 && count > std::numeric_limits<uint64_t>::max() / 16 / static_cast<uint64_t>(d))
+                throw InvalidModelError(what + " is impossibly large");
+            count *= static_cast<uint64_t>(d);
+        }
+        const uint64_t bytes = count * dtype_size(dtype);
+
+        if (p.data_location() == onnx::TensorProto::EXTERNAL) return read_external(p, dims, dtype, bytes);
+
+        Tensor t(dims, dtype);
+        auto* out = static_cast<uint8_t*>(t.data());
+        if (p.has_raw_data()) {
+            if (p.raw_data().size() != bytes)
+                throw InvalidModelError(what + " has " + std::to_string(p.raw_data().size()) + " bytes; its shape needs " +
+                                        std::to_string(bytes));
+            if (bytes) std::memcpy(out, p.raw_data().data(), bytes);
+            return t;
+        }
+        auto expect = [&](int64_t n) {
+            if (static_cast<uint64_t>(n) != count)
+                throw InvalidModelError(what + " has " + std::to_string(n) + " values; its shape needs " + std::to_string(count));
+        };
+        switch (dtype) {
+            case DType::Float32:
+                expect(p.float_data_size());
+                std::memcpy(out, p.float_data().data(), bytes);
+                break;
+            case DType::Float64:
+                expect(p.double_data_size());
+                std::memcpy(out, p.double_data().data(), bytes);
+                break;
+            case DType::Int64:
+                expect(p.int64_data_size());
+                std::memcpy(out, p.int64_data().data(), bytes);
+                break;
+            default: {
+                // int32_data carries int32, int16, int8, uint8, bool and the 16-bit floats' bits.
+                expect(p.int32_data_size());
+                const size_t width = dtype_size(dtype);
+                for (uint64_t i = 0; i < count; ++i) {
+                    const int32_t v = p.int32_data(static_cast<int>(i));
+                    std::memcpy(out + i * width, &v, width);  // little-endian: low bytes first
+                }
+            }
+        }
+        return t;
+    }
+
+private:
+    Tensor read_external(const onnx::TensorProto& p, const std::vector<int64_t>& dims, DType dtype, uint64_t bytes) {
+        const std::string what = "tensor '" + p.name() + "'";
+        std::string location;
+        uint64_t offset = 0, length = bytes;
+        for (const auto& kv : p.external_data()) {
+            try {
+                if (kv.key() == "location") location = kv.value();
+                else if (kv.key() == "offset") offset = std::stoull(kv.value());
+                else if (kv.key() == "length") length = std::stoull(kv.value());
+            } catch (const std::exception&) {
+                throw InvalidModelError(what + ": bad external data field '" + kv.key() + "'");
+            }
+        }
+        if (location.empty() || location.find("..") != std::string::npos || location[0] == '/')
+            throw InvalidModelError(what + ": external data location '" + location + "' must be a relative path inside the model folder");
+        if (length != bytes) throw InvalidModelError(what + ": external data length " + std::to_string(length) + " does not match its shape");
+        const std::string path = model_dir_ + "/" + location;
+        auto& file = files_[path];
+        if (!file.mapping) {
+            try {
+                file.mapping = map_file(path, file.size);
+            } catch (const FileNotFoundError&) {
+                throw InvalidModelError(what + ": external data file '" + path + "' is missing");
+            }
+        }
+        if (offset > file.size || length > file.size - offset)
+            throw InvalidModelError(what + " lies outside its external data file '" + path + "'");
+        auto* src = static_cast<const uint8_t*>(file.mapping.get()) + offset;
+        if (offset % 64 == 0) return Tensor(file.mapping, const_cast<uint8_t*>(src), dims, dtype);  // zero-copy
+        Tensor t(dims, dtype);
+        if (bytes) std::memcpy(t.data(), src, bytes);
+        return t;
+    }
+
+    struct MappedFile {
+        std::shared_ptr<void> mapping;
+        size_t size = 0;
+    };
+    std::string model_dir_;
+    std::unordered_map<std::string, MappedFile> files_;
+};
+
+TensorInfo value_info_from_onnx(const onnx::ValueInfoProto& v) {
+    TensorInfo info{v.name(), DType::Float32, {}};
+    if (!v.type().has_tensor_type())
+        throw InvalidModelError("value '" + v.name() + "' is not a tensor (sequences, maps and optionals are not supported yet)");
+    const auto& tt = v.type().tensor_type();
+    info.dtype = dtype_from_onnx(tt.elem_type(), "value '" + v.name() + "'");
+    if (tt.has_shape()) {
+        for (const auto& d : tt.shape().dim()) {
+            if (d.has_dim_value() && d.dim_value() >= 0) info.shape.push_back(d.dim_value());
+            else info.shape.push_back(std::nullopt);
+        }
+    }
+    return info;
+}
+
+std::shared_ptr<Graph> graph_from_onnx(const onnx::GraphProto& g, TensorReader& reader, ImportStats& stats);
+
+AttributeValue attribute_from_onnx(const onnx::AttributeProto& a, const Node& node, TensorReader& reader, ImportStats& stats) {
+    switch (a.type()) {
+        case onnx::AttributeProto::FLOAT: return static_cast<double>(a.f());
+        case onnx::AttributeProto::INT: return static_cast<int64_t>(a.i());
+        case onnx::AttributeProto::STRING: return a.s();
+        case onnx::AttributeProto::TENSOR: return reader.read(a.t());
+        case onnx::AttributeProto::GRAPH: return graph_from_onnx(a.g(), reader, stats);
+        case onnx::AttributeProto::FLOATS: return std::vector<double>(a.floats().begin(), a.floats().end());
+        case onnx::AttributeProto::INTS: return std::vector<int64_t>(a.ints().begin(), a.ints().end());
+        case onnx::AttributeProto::STRINGS: return std::vector<std::string>(a.strings().begin(), a.strings().end());
+        default:
+            throw InvalidModelError("node " + ops::node_label(node) + ": attribute '" + a.name() + "' has ONNX type " +
+                                    std::to_string(a.type()) + ", which this build does not support");
+    }
+}
+
+std::shared_ptr<Graph> graph_from_onnx(const onnx::GraphProto& g, TensorReader& reader, ImportStats& stats) {
+    auto graph = std::make_shared<Graph>(g.name().empty() ? "main" : g.name());
+    for (const auto& init : g.initializer()) {
+        Tensor t = reader.read(init);
+        stats.parameter_count += static_cast<size_t>(t.num_elements());
+        ++stats.initializer_count;
+        graph->add_initializer(init.name(), std::move(t));
+    }
+    for (const auto& in : g.input()) graph->add_input(value_info_from_onnx(in));
+    for (const auto& out : g.output()) graph->add_output(value_info_from_onnx(out));
+    for (const auto& v : g.value_info())
+        if (v.type().has_tensor_type()) graph->set_value_info(value_info_from_onnx(v));
+    size_t unnamed = 0;
+    for (const auto& n : g.node()) {
+        const std::string name = n.name().empty() ? n.op_type() + "_" + std::to_string(unnamed++) : n.name();
+        auto node = std::make_shared<Node>(n.op_type(), name, std::vector<std::string>(n.input().begin(), n.input().end()),
+                                           std::vector<std::string>(n.output().begin(), n.output().end()));
+        node->set_domain(n.domain() == "ai.onnx" ? "" : n.domain());
+        node->doc_string = n.doc_string();
+        for (const auto& a : n.attribute()) {
+            if (!a.ref_attr_name().empty())
+                throw InvalidModelError("node " + ops::node_label(*node) + ": attribute references (functions) are not supported yet");
+            node->set_attribute(a.name(), attribute_from_onnx(a, *node, reader, stats));
+        }
+        graph->add_node(std::move(node));
+        ++stats.node_count;
+    }
+    return graph;
+}
+
+}  // namespace
+
+ONNXImporter::ONNXImporter() = default;
+ONNXImporter::~ONNXImporter() = default;
+
+std::string ONNXImporter::name() const { return "onnx"; }
+std::vector<std::string> ONNXImporter::supported_extensions() const { return {".onnx"}; }
+
+bool ONNXImporter::supports(const std::string& path) const {
+    if (ends_with(path, ".onnx")) return true;
+    // By content: a ModelProto starts with field 1 (ir_version, varint) in every exporter we know.
+    std::ifstream in(path, std::ios::binary);
+    char first = 0;
+    return in.get(first) && first == 0x08;
+}
+
+std::vector<int> ONNXImporter::supported_opsets() const {
+    std::vector<int> v;
+    for (int i = kMinOpset; i <= kMaxOpset; ++i) v.push_back(i);
+    return v;
+}
+
+ImportResult ONNXImporter::import_model(const std::string& path, const ImportOptions& options) {
+    const auto start = std::chrono::steady_clock::now();
+    ImportResult result;
+    require_file_exists(path);  // FileNotFoundError propagates: a missing file is not a failed import
+    try {
+        const std::vector<uint8_t> bytes = read_file_bytes(path);
+        onnx::ModelProto model;
+        if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()) ||
+            !model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+            throw InvalidModelError("'" + path + "' is not a valid ONNX model (protobuf parse failed)");
+        if (!model.has_graph()) throw InvalidModelError("'" + path + "' has no graph");
+
+        TensorReader reader(dir_of(path));
+        auto graph = graph_from_onnx(model.graph(), reader, result.stats);
+        for (const auto& o : model.opset_import()) {
+            const std::string domain = o.domain() == "ai.onnx" ? "" : o.domain();
+            graph->opset_imports()[domain] = o.version();
+        }
+        if (model.opset_import_size() == 0) graph->opset_imports()[""] = 1;  // IR v1: no opset_import
+        const int64_t opset = graph->opset_version("");
+        if (opset < kMinOpset || opset > kMaxOpset)
+            throw InvalidModelError("'" + path + "' uses ai.onnx opset " + std::to_string(opset) + "; supported opsets are " +
+                                    std::to_string(kMinOpset) + ".." + std::to_string(kMaxOpset));
+
+        auto& meta = graph->metadata();
+        meta.producer_name = model.producer_name();
+        meta.producer_version = model.producer_version();
+        meta.domain = model.domain();
+        meta.model_version = model.model_version();
+        meta.doc_string = model.doc_string();
+        for (const auto& kv : model.metadata_props()) meta.custom_metadata[kv.key()] = kv.value();
+
+        for (const auto& node : graph->nodes())
+            if (!ops::OpTable::instance().find(node->op_type(), node->domain()))
+                result.stats.warnings.push_back("operator " + node->op_type() + " (node '" + node->name() +
+                                                "') is not built in; it must be registered as a custom op to run");
+        if (options.validate) {
+            const auto problems = graph->validate();
+            if (!problems.empty()) {
+                std::string all;
+                for (const auto& p : problems) all += "\n  " + p;
+                throw InvalidModelError("'" + path + "' failed validation:" + all);
+            }
+        }
+        if (options.infer_shapes) {
+            for (auto& w : ops::infer_shapes(*graph)) result.stats.warnings.push_back(std::move(w));
+        }
+        if (options.optimize)
+            result.stats.warnings.push_back("optimize: graph optimization passes are not built yet; graph left as imported");
+        if (options.strict && !result.stats.warnings.empty())
+            throw InvalidModelError("strict import of '" + path + "' failed on warnings: " + result.stats.warnings.front());
+        result.graph = std::move(graph);
+        result.success = true;
+    } catch (const PyFlameRTError& e) {
+        result.success = false;
+        result.graph.reset();
+        result.error = e.what();
+    }
+    result.stats.import_time_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    return result;
+}
+
+}  // namespace pyflame_rt

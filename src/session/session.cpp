@@ -1,0 +1,216 @@
+#include "pyflame_rt/session.hpp"
+
+#include <algorithm>
+#include <atomic>
+
+#include "backends/cpu/cpu_backend.hpp"
+#include "backends/execution_plan.hpp"
+#include "ops/shape_inference.hpp"
+#include "pyflame_rt/errors.hpp"
+#include "pyflame_rt/import/importer.hpp"
+#include "pyflame_rt/model_io.hpp"
+#include "session/profiler.hpp"
+#include "util/file_io.hpp"
+#include "util/log.hpp"
+
+namespace pyflame_rt {
+namespace {
+
+std::string join(const std::vector<std::string>& items, const std::string& sep = "; ") {
+    std::string out;
+    for (const auto& s : items) out += (out.empty() ? "" : sep) + s;
+    return out;
+}
+
+std::shared_ptr<Graph> load_any_model(const std::string& path) {
+    require_file_exists(path);
+    if (is_pfm_file(path)) return load_model(path);
+    Importer* importer = ImporterRegistry::instance().get_importer(path);
+    if (!importer) throw InvalidModelError("'" + path + "' is neither a .pfm model nor a format any importer recognizes");
+    ImportResult result = importer->import_model(path);
+    if (!result.success) throw InvalidModelError("cannot import '" + path + "': " + result.error);
+    return result.graph;
+}
+
+}  // namespace
+
+struct InferenceSession::Impl {
+    SessionOptions options;
+    std::shared_ptr<Graph> graph;
+    std::unique_ptr<CpuBackend> backend;
+    std::unique_ptr<ExecutionPlan> plan;
+    std::vector<NodeArg> inputs, outputs;
+    std::vector<bool> input_has_default;
+    std::unordered_map<std::string, size_t> input_index, output_index;
+    std::unique_ptr<Profiler> profiler;
+    LogLevel log_level = LogLevel::Warning;
+
+    void build(std::shared_ptr<Graph> g, std::vector<std::string> providers);
+    void check_feeds(const std::unordered_map<std::string, Tensor>& feed, std::vector<const Tensor*>& ordered) const;
+};
+
+void InferenceSession::Impl::build(std::shared_ptr<Graph> g, std::vector<std::string> providers) {
+    const auto problems = options.validate();
+    if (!problems.empty()) throw ValidationError("invalid SessionOptions: " + join(problems));
+    log_level = parse_log_level(options.log_level);
+    if (!g) throw ValidationError("InferenceSession: null graph");
+
+    // Providers: the first one listed decides (only the CPU exists in this build).
+    if (providers.empty()) providers.push_back(options.device);
+    backend.reset();
+    for (const auto& p : providers) {
+        auto b = create_backend(p, options);  // raises for wse / unknown providers
+        if (!backend) backend.reset(static_cast<CpuBackend*>(b.release()));
+    }
+
+    const auto graph_problems = g->validate();
+    if (!graph_problems.empty())
+        throw InvalidModelError("graph '" + g->name() + "' is invalid: " + join(graph_problems));
+
+    // The session owns a copy it may annotate (inferred shapes); tensors are shared, not copied.
+    graph = std::make_shared<Graph>(*g);
+    for (const auto& w : ops::infer_shapes(*graph)) log_message(log_level, LogLevel::Info, w);
+
+    if (options.memory_limit > 0) {
+        int64_t weights = 0;
+        for (const auto& [name, t] : graph->initializers()) weights += static_cast<int64_t>(t.size_bytes());
+        if (weights > options.memory_limit)
+            throw ValidationError("model weights alone need " + std::to_string(weights) + " bytes, over memory_limit " +
+                                  std::to_string(options.memory_limit));
+    }
+    if (options.execution_mode == "parallel")
+        log_message(log_level, LogLevel::Warning,
+                    "execution_mode 'parallel': inter-op parallelism is not built yet; nodes run in order");
+
+    plan = std::make_unique<ExecutionPlan>(*graph, *backend, backend->num_threads());
+
+    for (size_t i = 0; i < graph->inputs().size(); ++i) {
+        const auto& in = graph->inputs()[i];
+        inputs.push_back(NodeArg{in.name, in.dtype, in.shape});
+        input_has_default.push_back(graph->has_initializer(in.name));
+        input_index[in.name] = i;
+    }
+    for (size_t i = 0; i < graph->outputs().size(); ++i) {
+        const auto& out = graph->outputs()[i];
+        outputs.push_back(NodeArg{out.name, out.dtype, out.shape});
+        output_index[out.name] = i;
+    }
+    if (options.enable_profiling) profiler = std::make_unique<Profiler>();
+    log_message(log_level, LogLevel::Info,
+                "session ready: " + std::to_string(plan->num_nodes()) + " nodes on " + backend->name());
+}
+
+void InferenceSession::Impl::check_feeds(const std::unordered_map<std::string, Tensor>& feed,
+                                         std::vector<const Tensor*>& ordered) const {
+    ordered.assign(inputs.size(), nullptr);
+    for (const auto& [name, tensor] : feed) {
+        auto it = input_index.find(name);
+        if (it == input_index.end()) {
+            std::vector<std::string> names;
+            for (const auto& in : inputs) names.push_back(in.name);
+            throw ValidationError("unknown input '" + name + "'; the model's inputs are: " + join(names, ", "));
+        }
+        const NodeArg& expected = inputs[it->second];
+        if (tensor.dtype() != expected.dtype)
+            throw ValidationError("input '" + name + "': expected dtype " + dtype_to_string(expected.dtype) + ", got " +
+                                  dtype_to_string(tensor.dtype()));
+        bool shape_ok = expected.shape.size() == tensor.ndim();
+        for (size_t d = 0; shape_ok && d < expected.shape.size(); ++d)
+            shape_ok = !expected.shape[d] || *expected.shape[d] == tensor.shape()[d];
+        if (!shape_ok)
+            throw ValidationError("input '" + name + "': expected shape " + shape_to_string(expected.shape) + ", got " +
+                                  shape_to_string(tensor.shape()));
+        if (tensor.empty() && tensor.num_elements() > 0)
+            throw ValidationError("input '" + name + "' has no data");
+        ordered[it->second] = &tensor;
+    }
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        if (!ordered[i] && !input_has_default[i])
+            throw ValidationError("missing input '" + inputs[i].name + "' (expected " + dtype_to_string(inputs[i].dtype) +
+                                  " " + shape_to_string(inputs[i].shape) + ")");
+    }
+}
+
+InferenceSession::InferenceSession(const std::string& model_path, SessionOptions options,
+                                   std::vector<std::string> providers)
+    : impl_(std::make_unique<Impl>()) {
+    impl_->options = std::move(options);
+    const auto problems = impl_->options.validate();  // before touching the file
+    if (!problems.empty()) throw ValidationError("invalid SessionOptions: " + join(problems));
+    impl_->build(load_any_model(model_path), std::move(providers));
+}
+
+InferenceSession::InferenceSession(std::shared_ptr<Graph> graph, SessionOptions options,
+                                   std::vector<std::string> providers)
+    : impl_(std::make_unique<Impl>()) {
+    impl_->options = std::move(options);
+    impl_->build(std::move(graph), std::move(providers));
+}
+
+InferenceSession::~InferenceSession() = default;
+
+std::vector<Tensor> InferenceSession::run(const std::vector<std::string>& output_names,
+                                          const std::unordered_map<std::string, Tensor>& input_feed,
+                                          const RunOptions& run_options) {
+    const Impl& s = *impl_;
+    if (run_options.log_level && !is_valid_log_level(*run_options.log_level))
+        throw ValidationError("RunOptions.log_level: unknown level '" + *run_options.log_level + "'");
+    if (run_options.timeout_ms && *run_options.timeout_ms < 0)
+        throw ValidationError("RunOptions.timeout_ms must be >= 0, got " + std::to_string(*run_options.timeout_ms));
+
+    std::vector<size_t> wanted;
+    if (output_names.empty()) {
+        for (size_t i = 0; i < s.outputs.size(); ++i) wanted.push_back(i);
+    } else {
+        for (const auto& name : output_names) {
+            auto it = s.output_index.find(name);
+            if (it == s.output_index.end()) {
+                std::vector<std::string> names;
+                for (const auto& o : s.outputs) names.push_back(o.name);
+                throw ValidationError("unknown output '" + name + "'; the model's outputs are: " + join(names, ", "));
+            }
+            wanted.push_back(it->second);
+        }
+    }
+    std::vector<const Tensor*> feeds;
+    s.check_feeds(input_feed, feeds);
+
+    RunHooks hooks;
+    const auto start = std::chrono::steady_clock::now();
+    if (run_options.timeout_ms) {
+        hooks.timeout_ms = *run_options.timeout_ms;
+        hooks.deadline = start + std::chrono::milliseconds(*run_options.timeout_ms);
+    }
+    Profiler* profiler = s.profiler && s.profiler->active() ? s.profiler.get() : nullptr;
+    const std::string tag = run_options.tag.value_or("");
+    if (profiler) {
+        hooks.on_node = [profiler, &tag](const Node& node, auto t0, auto t1) {
+            profiler->record(node.name(), "node", t0, t1, {{"op_type", node.op_type()}, {"tag", tag}});
+        };
+    }
+    const LogLevel level = run_options.log_level ? parse_log_level(*run_options.log_level) : s.log_level;
+    log_message(level, LogLevel::Verbose, "run" + (tag.empty() ? std::string() : " [" + tag + "]"));
+
+    auto results = s.plan->run(feeds, wanted, hooks);
+    if (profiler) profiler->record(tag.empty() ? "run" : "run [" + tag + "]", "session", start,
+                                   std::chrono::steady_clock::now(), {{"tag", tag}});
+    return results;
+}
+
+std::vector<NodeArg> InferenceSession::get_inputs() const { return impl_->inputs; }
+std::vector<NodeArg> InferenceSession::get_outputs() const { return impl_->outputs; }
+ModelMetadata InferenceSession::get_modelmeta() const { return impl_->graph->metadata(); }
+std::vector<std::string> InferenceSession::get_providers() const { return {impl_->backend->name()}; }
+const SessionOptions& InferenceSession::options() const { return impl_->options; }
+std::shared_ptr<const Graph> InferenceSession::graph() const { return impl_->graph; }
+
+int64_t InferenceSession::get_profiling_start_time_ns() const {
+    return impl_->profiler ? impl_->profiler->start_time_ns() : 0;
+}
+
+std::string InferenceSession::end_profiling() {
+    if (!impl_->profiler) throw ValidationError("end_profiling: profiling is not enabled (SessionOptions.enable_profiling)");
+    return impl_->profiler->finish(impl_->options.profile_file_prefix);
+}
+
+}  // namespace pyflame_rt
