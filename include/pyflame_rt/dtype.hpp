@@ -53,12 +53,14 @@ struct TensorInfo {
     std::string name;
     DType dtype = DType::Float32;
     Shape shape;
+    bool rank_known = true;  // false: nothing is known of the shape (then `shape` is empty)
 };
 
 struct NodeArg {
     std::string name;
     DType dtype = DType::Float32;
     Shape shape;
+    bool rank_known = true;
 
     std::string type_str() const;  // "tensor(float)"
 };

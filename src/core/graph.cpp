@@ -94,7 +94,7 @@ std::vector<std::string> Graph::validate(const std::vector<std::string>& outer_s
         auto it = initializers_.find(in.name);
         if (it == initializers_.end()) continue;
         const Tensor& init = it->second;
-        bool fits = init.dtype() == in.dtype && (in.shape.empty() || in.shape.size() == init.ndim());
+        bool fits = init.dtype() == in.dtype && (!in.rank_known || in.shape.size() == init.ndim());
         for (size_t d = 0; fits && d < in.shape.size(); ++d)
             fits = !in.shape[d] || *in.shape[d] == init.shape()[d];
         if (!fits)

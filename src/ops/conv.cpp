@@ -11,12 +11,10 @@ namespace pyflame_rt::ops {
 
 namespace {
 
-std::string list_to_string(const std::vector<int64_t>& v) { return shape_to_string(v); }
-
 void require_all(const Node& node, const char* name, const std::vector<int64_t>& values, int64_t min) {
     for (int64_t v : values)
         if (v < min)
-            fail_node(node, std::string("attribute '") + name + "' " + list_to_string(values) + " must be >= " +
+            fail_node(node, std::string("attribute '") + name + "' " + shape_to_string(values) + " must be >= " +
                                 std::to_string(min));
 }
 
@@ -35,7 +33,7 @@ WindowAttributes WindowAttributes::parse(const Node& node, bool has_ceil_mode) {
     require_all(node, "dilations", attrs.dilations, 1);
     require_all(node, "pads", attrs.pads, 0);
     if (attrs.pads.size() % 2 != 0)
-        fail_node(node, "attribute 'pads' " + list_to_string(attrs.pads) + " must hold a begin and an end per axis");
+        fail_node(node, "attribute 'pads' " + shape_to_string(attrs.pads) + " must hold a begin and an end per axis");
 
     const std::string auto_pad = node.get_attribute<std::string>("auto_pad", "NOTSET");
     if (auto_pad == "NOTSET" || auto_pad.empty()) attrs.auto_pad = AutoPad::NotSet;
@@ -57,7 +55,7 @@ WindowAttributes WindowAttributes::parse(const Node& node, bool has_ceil_mode) {
 void WindowAttributes::check_rank(size_t spatial_rank, const Node& node) const {
     auto check = [&](const char* name, const std::vector<int64_t>& values, size_t per_axis) {
         if (!values.empty() && values.size() != per_axis * spatial_rank)
-            fail_node(node, std::string("attribute '") + name + "' " + list_to_string(values) + " has " +
+            fail_node(node, std::string("attribute '") + name + "' " + shape_to_string(values) + " has " +
                                 std::to_string(values.size()) + " values; the input has " +
                                 std::to_string(spatial_rank) + " spatial axes, so expected " +
                                 std::to_string(per_axis * spatial_rank));
@@ -228,7 +226,8 @@ public:
         const int64_t in_plane = num_elements_of(tail(x.shape(), 2));
         const int64_t out_plane = num_elements_of(tail(out_shape, 2));
         const int64_t group_maps = maps / group_;
-        const int64_t patch = group_channels * num_elements_of(kernel);  // GEMM inner dimension
+        const int64_t kernel_volume = num_elements_of(kernel);
+        const int64_t patch = group_channels * kernel_volume;  // GEMM inner dimension
         // A 1x1 window with unit stride and no padding reads the input as is: skip im2col.
         const bool pointwise = std::all_of(axes.begin(), axes.end(), [](const WindowAxis& a) {
             return a.kernel == 1 && a.stride == 1 && a.pad_begin == 0 && a.pad_end == 0;
@@ -245,7 +244,10 @@ public:
             const float* cols = x_g;
             if (!pointwise) {
                 col.resize(static_cast<size_t>(patch * out_plane));
-                im2col(x_g, group_channels, g, col.data());
+                // Threads left for the GEMM also share the unfolding, a channel range each.
+                parallel_for(group_channels, gemm_threads, [&](int64_t c_begin, int64_t c_end) {
+                    im2col(x_g + c_begin * in_plane, c_end - c_begin, g, col.data() + c_begin * kernel_volume * out_plane);
+                });
                 cols = col.data();
             }
             if (bias)  // start from the bias and accumulate the product onto it

@@ -28,7 +28,8 @@ std::vector<std::string> infer_shapes(Graph& graph) {
         InferenceContext ctx{*node, {}, {}, {}};
         for (const auto& in : node->inputs()) {
             auto it = in.empty() ? known.end() : known.find(in);
-            ctx.inputs.push_back(it == known.end() ? std::nullopt : std::optional<TensorInfo>(it->second));
+            const bool usable = it != known.end() && it->second.rank_known;  // ops read an empty shape as a scalar
+            ctx.inputs.push_back(usable ? std::optional<TensorInfo>(it->second) : std::nullopt);
             auto c = in.empty() ? constants.end() : constants.find(in);
             ctx.constant_inputs.push_back(c == constants.end() ? nullptr : &c->second);
         }
@@ -45,15 +46,21 @@ std::vector<std::string> infer_shapes(Graph& graph) {
             known[name] = *ctx.outputs[i];
             graph.set_value_info(*ctx.outputs[i]);
         }
-        if (node->op_type() == "Constant" && node->domain().empty() && node->has_attribute("value"))
-            constants[node->outputs()[0]] = node->get_attribute<Tensor>("value");
+        if (node->op_type() == "Constant" && node->domain().empty() && !node->outputs().empty())
+            constants[node->outputs()[0]] = constant_node_value(*node);
     }
 
     std::vector<TensorInfo> outputs = graph.outputs();
     for (auto& out : outputs) {
         auto it = known.find(out.name);
         if (it == known.end()) continue;
-        if (out.shape.empty() && !it->second.shape.empty()) out.shape = it->second.shape;
+        if (!out.rank_known && it->second.rank_known) {
+            out.shape = it->second.shape;
+            out.rank_known = true;
+        }
+        if (out.rank_known && it->second.rank_known && out.shape.size() != it->second.shape.size())
+            throw ValidationError("graph output '" + out.name + "' is declared " + shape_to_string(out.shape) +
+                                  " but computes to " + shape_to_string(it->second.shape));
         if (out.shape.size() == it->second.shape.size()) {
             for (size_t d = 0; d < out.shape.size(); ++d) {
                 if (!out.shape[d]) out.shape[d] = it->second.shape[d];

@@ -140,8 +140,13 @@ void infer_reshape(InferenceContext& ctx) {
     std::vector<bool> copied(data.shape.size(), false);
     int64_t known_out = 1;
     std::optional<size_t> infer_at;
+    bool in_known = true;
     for (size_t i = 0; i < target.size(); ++i) {
         if (target[i] == 0 && !allowzero) {
+            if (data.shape.empty()) {  // rank unknown (a true scalar fails at run time)
+                in_known = false;
+                continue;
+            }
             if (i >= data.shape.size())
                 fail_node(node, "shape " + shape_to_string(target) + " copies dimension " + std::to_string(i) +
                                     " (0) of input " + shape_to_string(data.shape) + ", which has rank " +
@@ -156,7 +161,6 @@ void infer_reshape(InferenceContext& ctx) {
         }
     }
     int64_t known_in = 1;
-    bool in_known = true;
     for (size_t i = 0; i < data.shape.size(); ++i) {
         if (copied[i]) continue;
         if (data.shape[i]) known_in *= *data.shape[i];

@@ -86,13 +86,13 @@ void InferenceSession::Impl::build(std::shared_ptr<Graph> g, std::vector<std::st
 
     for (size_t i = 0; i < graph->inputs().size(); ++i) {
         const auto& in = graph->inputs()[i];
-        inputs.push_back(NodeArg{in.name, in.dtype, in.shape});
+        inputs.push_back(NodeArg{in.name, in.dtype, in.shape, in.rank_known});
         input_has_default.push_back(graph->has_initializer(in.name));
         input_index[in.name] = i;
     }
     for (size_t i = 0; i < graph->outputs().size(); ++i) {
         const auto& out = graph->outputs()[i];
-        outputs.push_back(NodeArg{out.name, out.dtype, out.shape});
+        outputs.push_back(NodeArg{out.name, out.dtype, out.shape, out.rank_known});
         output_index[out.name] = i;
     }
     if (options.enable_profiling) profiler = std::make_unique<Profiler>();
@@ -114,7 +114,7 @@ void InferenceSession::Impl::check_feeds(const std::unordered_map<std::string, T
         if (tensor.dtype() != expected.dtype)
             throw ValidationError("input '" + name + "': expected dtype " + dtype_to_string(expected.dtype) + ", got " +
                                   dtype_to_string(tensor.dtype()));
-        bool shape_ok = expected.shape.size() == tensor.ndim();
+        bool shape_ok = !expected.rank_known || expected.shape.size() == tensor.ndim();
         for (size_t d = 0; shape_ok && d < expected.shape.size(); ++d)
             shape_ok = !expected.shape[d] || *expected.shape[d] == tensor.shape()[d];
         if (!shape_ok)

@@ -49,7 +49,7 @@ TEST(Session, RunsGraphAgainstReferenceLoops) {
 
 TEST(Session, OutputSelectionAndInfo) {
     auto g = make_mlp_graph();
-    g->add_output(TensorInfo{"h", DType::Float32, {}});
+    g->add_output(TensorInfo{"h", DType::Float32, {}, false});
     InferenceSession session(g);
     const auto outs = session.get_outputs();
     ASSERT_EQ(outs.size(), 2u);
@@ -119,7 +119,7 @@ TEST(Session, MissingFileAndInvalidGraph) {
 TEST(Session, UnsupportedOperatorNamesOpDomainAndOpset) {
     auto g = make_mlp_graph();
     g->add_node(make_node("FrobnicateNotAnOp", "f", {"y"}, {"z"}));
-    g->add_output(TensorInfo{"z", DType::Float32, {}});
+    g->add_output(TensorInfo{"z", DType::Float32, {}, false});
     try {
         InferenceSession s(g);
         FAIL();
@@ -252,4 +252,24 @@ TEST(Backend, CpuBackendInterface) {
     EXPECT_EQ(get_available_providers(), (std::vector<std::string>{"CPUExecutionProvider"}));
     EXPECT_EQ(get_device_count("cpu"), 1);
     EXPECT_EQ(get_device_count("wse"), 0);
+}
+
+TEST(Session, InputOfUnknownRankTakesAnyShape) {
+    auto g = std::make_shared<Graph>("any_rank");
+    TensorInfo x{"x", DType::Float32, {}};
+    x.rank_known = false;
+    g->add_input(x);
+    g->add_node(make_node("Relu", "r", {"x"}, {"y"}));
+    g->add_output(TensorInfo{"y", DType::Float32, {}, false});
+    InferenceSession session(g);
+    EXPECT_FALSE(session.get_inputs()[0].rank_known);
+    for (const auto& shape : {std::vector<int64_t>{4}, std::vector<int64_t>{2, 2}}) {
+        auto out = session.run({}, {{"x", make_tensor(shape, {-1, 2, -3, 4})}});
+        EXPECT_EQ(out[0].shape(), shape);
+        EXPECT_EQ(to_vector(out[0]), (std::vector<float>{0, 2, 0, 4}));
+    }
+    TempDir dir;
+    save_model(*g, dir.file("m.pfm"));
+    EXPECT_FALSE(load_model(dir.file("m.pfm"))->inputs()[0].rank_known);
+    EXPECT_TRUE(load_model(dir.file("m.pfm"))->nodes().size() == 1);
 }

@@ -154,6 +154,7 @@ TensorInfo value_info_from_onnx(const onnx::ValueInfoProto& v) {
         throw InvalidModelError("value '" + v.name() + "' is not a tensor (sequences, maps and optionals are not supported yet)");
     const auto& tt = v.type().tensor_type();
     info.dtype = dtype_from_onnx(tt.elem_type(), "value '" + v.name() + "'");
+    info.rank_known = tt.has_shape();
     if (tt.has_shape()) {
         for (const auto& d : tt.shape().dim()) {
             if (d.has_dim_value() && d.dim_value() >= 0) info.shape.push_back(d.dim_value());
