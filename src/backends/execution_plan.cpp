@@ -25,7 +25,12 @@ ExecutionPlan::ExecutionPlan(const Graph& graph, const KernelProvider& provider,
 
     const int64_t opset = graph.opset_version("");
     for (const auto& node : graph.topological_sort()) {
-        Step step{node.get(), provider.create_kernel(*node, opset), {}, {}, {}};
+        ops::KernelInfo info{*node, opset, {}};
+        for (const auto& in : node->inputs())
+            info.constant_inputs.push_back(!in.empty() && graph.has_initializer(in) && !input_names.count(in)
+                                               ? &graph.get_initializer(in)
+                                               : nullptr);
+        Step step{node.get(), provider.create_kernel(info), {}, {}, {}};
         for (const auto& in : node->inputs()) step.inputs.push_back(in.empty() ? -1 : slot(in));
         for (const auto& out : node->outputs()) step.outputs.push_back(out.empty() ? -1 : slot(out));
         steps_.push_back(std::move(step));

@@ -12,7 +12,7 @@ class KernelProvider {
 public:
     virtual ~KernelProvider() = default;
     // UnsupportedOperatorError naming op, domain and opset when the backend has no kernel.
-    virtual std::unique_ptr<ops::OpKernel> create_kernel(const Node& node, int64_t opset) const = 0;
+    virtual std::unique_ptr<ops::OpKernel> create_kernel(const ops::KernelInfo& info) const = 0;
 };
 
 }  // namespace pyflame_rt

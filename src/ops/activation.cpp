@@ -7,10 +7,6 @@
 
 namespace pyflame_rt::ops {
 
-int64_t node_opset(const Node& node, int64_t default_opset) {
-    return node.get_attribute<int64_t>("__opset", default_opset);
-}
-
 namespace {
 
 struct ReluFn {
@@ -63,7 +59,7 @@ void infer_same_as_input(InferenceContext& ctx) {
 template <typename Fn>
 OpSchema unary_schema() {
     return OpSchema{Fn::name, "", 6, 1, 1, 1, 1, infer_same_as_input,
-                    [](const Node& node) { return std::make_unique<UnaryFloatKernel<Fn>>(node); }};
+                    [](const KernelInfo& info) { return std::make_unique<UnaryFloatKernel<Fn>>(info.node); }};
 }
 
 // Softmax over `n` values `stride` apart, for each of outer x stride such groups.
@@ -86,9 +82,9 @@ void softmax(const float* x, float* y, int64_t outer, int64_t n, int64_t stride)
 // (prod(dims[:axis]), prod(dims[axis:])) and each row is one softmax (axis default 1).
 class SoftmaxKernel final : public NodeKernel {
 public:
-    explicit SoftmaxKernel(const Node& node)
+    SoftmaxKernel(const Node& node, int64_t opset)
         : NodeKernel(node),
-          legacy_(node_opset(node) < 13),
+          legacy_(opset > 0 && opset < 13),
           axis_(node.get_attribute<int64_t>("axis", legacy_ ? 1 : -1)) {}
 
     void compute(KernelContext& ctx) const override {
@@ -121,7 +117,7 @@ void infer_softmax(InferenceContext& ctx) {
     const TensorInfo& x = ctx.input(0);
     const int64_t rank = static_cast<int64_t>(x.shape.size());
     if (rank > 0) {  // empty shape: rank unknown
-        const bool legacy = node_opset(ctx.node) < 13;
+        const bool legacy = ctx.opset > 0 && ctx.opset < 13;
         normalize_axis(ctx.node.get_attribute<int64_t>("axis", legacy ? 1 : -1), rank, ctx.node);
     }
     ctx.set_output(0, x.dtype, x.shape);
@@ -134,7 +130,7 @@ void register_activation_ops(OpTable& table) {
     table.add(unary_schema<SigmoidFn>());
     table.add(unary_schema<TanhFn>());
     table.add(OpSchema{"Softmax", "", 1, 1, 1, 1, 1, infer_softmax,
-                       [](const Node& node) { return std::make_unique<SoftmaxKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<SoftmaxKernel>(info.node, info.opset); }});
 }
 
 }  // namespace pyflame_rt::ops

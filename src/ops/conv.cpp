@@ -322,7 +322,7 @@ void infer_conv(InferenceContext& ctx) {
 
 void register_conv_ops(OpTable& table) {
     table.add(OpSchema{"Conv", "", 1, 2, 3, 1, 1, infer_conv,
-                       [](const Node& node) { return std::make_unique<ConvKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<ConvKernel>(info.node); }});
 }
 
 }  // namespace pyflame_rt::ops

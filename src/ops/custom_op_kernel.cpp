@@ -35,6 +35,6 @@ private:
 
 }  // namespace
 
-std::unique_ptr<OpKernel> make_custom_op_kernel(const Node& node) { return std::make_unique<CustomOpKernel>(node); }
+std::unique_ptr<OpKernel> make_custom_op_kernel(const KernelInfo& info) { return std::make_unique<CustomOpKernel>(info.node); }
 
 }  // namespace pyflame_rt::ops

@@ -187,7 +187,7 @@ void infer_binary(InferenceContext& ctx) {
 template <typename Op>
 OpSchema binary_schema() {
     return OpSchema{Op::name, "", 7, 2, 2, 1, 1, infer_binary,
-                    [](const Node& node) { return std::make_unique<BinaryKernel<Op>>(node); }};
+                    [](const KernelInfo& info) { return std::make_unique<BinaryKernel<Op>>(info.node); }};
 }
 
 }  // namespace

@@ -345,9 +345,9 @@ void infer_matmul(InferenceContext& ctx) {
 
 void register_matmul_ops(OpTable& table) {
     table.add(OpSchema{"Gemm", "", 7, 2, 3, 1, 1, infer_gemm,
-                       [](const Node& node) { return std::make_unique<GemmKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<GemmKernel>(info.node); }});
     table.add(OpSchema{"MatMul", "", 1, 2, 2, 1, 1, infer_matmul,
-                       [](const Node& node) { return std::make_unique<MatMulKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<MatMulKernel>(info.node); }});
 }
 
 }  // namespace pyflame_rt::ops

@@ -83,7 +83,7 @@ void register_norm_ops(OpTable& table) {
     // Up to 5 outputs so models of older opsets (optional training statistics) get the clear
     // "training mode" error from the kernel rather than an arity error.
     table.add(OpSchema{"BatchNormalization", "", 6, 5, 5, 1, 5, infer_batch_norm,
-                       [](const Node& node) { return std::make_unique<BatchNormKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<BatchNormKernel>(info.node); }});
 }
 
 }  // namespace pyflame_rt::ops

@@ -20,6 +20,7 @@ namespace pyflame_rt::ops {
 // is omitted or unknown) and, for inputs that are initializers or Constants, their values.
 struct InferenceContext {
     const Node& node;
+    int64_t opset;  // the graph's ai.onnx opset (semantics of some ops changed across opsets)
     std::vector<std::optional<TensorInfo>> inputs;
     std::vector<const Tensor*> constant_inputs;  // nullptr when not constant
     std::vector<std::optional<TensorInfo>> outputs;  // filled by the op (nullopt = unknown)
@@ -50,7 +51,16 @@ public:
     virtual void compute(KernelContext& ctx) const = 0;
 };
 
-using KernelFactory = std::function<std::unique_ptr<OpKernel>(const Node& node)>;
+// What a kernel may know when it is created (once per node, at session creation).
+struct KernelInfo {
+    const Node& node;
+    int64_t opset = 0;                          // the graph's ai.onnx opset
+    std::vector<const Tensor*> constant_inputs; // per node input: its value when it is an
+                                                // initializer (fixed for the session), else nullptr
+    const Tensor* constant_input(size_t i) const { return i < constant_inputs.size() ? constant_inputs[i] : nullptr; }
+};
+
+using KernelFactory = std::function<std::unique_ptr<OpKernel>(const KernelInfo& info)>;
 
 struct OpSchema {
     std::string op_type;
@@ -113,7 +123,6 @@ protected:
 
 // The opset a node was imported under: its integer attribute "__opset" (set by the importer),
 // else `default_opset`. Defined in activation.cpp.
-int64_t node_opset(const Node& node, int64_t default_opset = 13);
 
 // How many threads `flops` of work deserves (one per few million flops, at most num_threads):
 // spawning a std::thread costs tens of microseconds. Defined in matmul.cpp.

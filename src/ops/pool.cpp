@@ -226,11 +226,11 @@ void infer_global_pool(InferenceContext& ctx) {
 
 void register_pool_ops(OpTable& table) {
     table.add(OpSchema{"MaxPool", "", 1, 1, 1, 1, 2, infer_window_pool,
-                       [](const Node& node) { return std::make_unique<MaxPoolKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<MaxPoolKernel>(info.node); }});
     table.add(OpSchema{"AveragePool", "", 1, 1, 1, 1, 1, infer_window_pool,
-                       [](const Node& node) { return std::make_unique<AveragePoolKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<AveragePoolKernel>(info.node); }});
     table.add(OpSchema{"GlobalAveragePool", "", 1, 1, 1, 1, 1, infer_global_pool,
-                       [](const Node& node) { return std::make_unique<GlobalAveragePoolKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<GlobalAveragePoolKernel>(info.node); }});
 }
 
 }  // namespace pyflame_rt::ops

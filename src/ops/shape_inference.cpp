@@ -25,7 +25,7 @@ std::vector<std::string> infer_shapes(Graph& graph) {
             continue;
         }
         check_arity(*schema, *node);
-        InferenceContext ctx{*node, {}, {}, {}};
+        InferenceContext ctx{*node, graph.opset_version(""), {}, {}, {}};
         for (const auto& in : node->inputs()) {
             auto it = in.empty() ? known.end() : known.find(in);
             const bool usable = it != known.end() && it->second.rank_known;  // ops read an empty shape as a scalar

@@ -426,17 +426,17 @@ Tensor constant_node_value(const Node& node) {
 
 void register_shape_ops(OpTable& table) {
     table.add(OpSchema{"Flatten", "", 1, 1, 1, 1, 1, infer_flatten,
-                       [](const Node& node) { return std::make_unique<FlattenKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<FlattenKernel>(info.node); }});
     table.add(OpSchema{"Reshape", "", 5, 2, 2, 1, 1, infer_reshape,
-                       [](const Node& node) { return std::make_unique<ReshapeKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<ReshapeKernel>(info.node); }});
     table.add(OpSchema{"Transpose", "", 1, 1, 1, 1, 1, infer_transpose,
-                       [](const Node& node) { return std::make_unique<TransposeKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<TransposeKernel>(info.node); }});
     table.add(OpSchema{"Concat", "", 4, 1, -1, 1, 1, infer_concat,
-                       [](const Node& node) { return std::make_unique<ConcatKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<ConcatKernel>(info.node); }});
     table.add(OpSchema{"Identity", "", 1, 1, 1, 1, 1, infer_identity,
-                       [](const Node& node) { return std::make_unique<IdentityKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<IdentityKernel>(info.node); }});
     table.add(OpSchema{"Constant", "", 1, 0, 0, 1, 1, infer_constant,
-                       [](const Node& node) { return std::make_unique<ConstantKernel>(node); }});
+                       [](const KernelInfo& info) { return std::make_unique<ConstantKernel>(info.node); }});
 }
 
 }  // namespace pyflame_rt::ops

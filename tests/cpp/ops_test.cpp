@@ -69,10 +69,11 @@ const OpSchema& schema_of(const Node& node) {
     return *schema;
 }
 
-std::vector<Tensor> run_all(const Node& node, const std::vector<const Tensor*>& inputs, int threads = 1) {
+std::vector<Tensor> run_all(const Node& node, const std::vector<const Tensor*>& inputs, int threads = 1,
+                            int64_t opset = 13) {
     const OpSchema& schema = schema_of(node);
     check_arity(schema, node);
-    const auto kernel = schema.reference_kernel(node);
+    const auto kernel = schema.reference_kernel(KernelInfo{node, opset, {}});
     KernelContext ctx;
     ctx.inputs = inputs;
     ctx.outputs.resize(node.outputs().size());
@@ -81,13 +82,13 @@ std::vector<Tensor> run_all(const Node& node, const std::vector<const Tensor*>& 
     return ctx.outputs;
 }
 
-Tensor run(const Node& node, const std::vector<const Tensor*>& inputs, int threads = 1) {
-    return run_all(node, inputs, threads).at(0);
+Tensor run(const Node& node, const std::vector<const Tensor*>& inputs, int threads = 1, int64_t opset = 13) {
+    return run_all(node, inputs, threads, opset).at(0);
 }
 
 std::vector<std::optional<TensorInfo>> infer_all(const Node& node, const std::vector<std::optional<TensorInfo>>& inputs,
                                                  const std::vector<const Tensor*>& constants = {}) {
-    InferenceContext ctx{node, inputs, constants, {}};
+    InferenceContext ctx{node, 13, inputs, constants, {}};
     ctx.constant_inputs.resize(inputs.size(), nullptr);
     ctx.outputs.resize(node.outputs().size());
     schema_of(node).infer(ctx);
@@ -330,7 +331,6 @@ TEST(SoftmaxTest, Opset13AlongAxis) {
     expect_close<float>(run(node, {&x}), {2, 3, 4}, naive_softmax(x, 2, 3, 4), 1e-5);
     node.set_attribute("axis", int64_t{-3});
     expect_close<float>(run(node, {&x}), {2, 3, 4}, naive_softmax(x, 1, 2, 12), 1e-5);
-    node.set_attribute("__opset", int64_t{13});
     node.set_attribute("axis", int64_t{0});
     expect_close<float>(run(node, {&x}), {2, 3, 4}, naive_softmax(x, 1, 2, 12), 1e-5);
 }
@@ -338,13 +338,12 @@ TEST(SoftmaxTest, Opset13AlongAxis) {
 TEST(SoftmaxTest, LegacyOpsetFlattensTrailingDims) {
     const Tensor x = random_tensor({2, 3, 4}, 8);
     Node node = make_node("Softmax", 1);
-    node.set_attribute("__opset", int64_t{11});
     // Default axis 1: the input is a 2 x 12 matrix, one softmax per row.
-    expect_close<float>(run(node, {&x}), {2, 3, 4}, naive_softmax(x, 2, 12, 1), 1e-5);
+    expect_close<float>(run(node, {&x}, 1, 11), {2, 3, 4}, naive_softmax(x, 2, 12, 1), 1e-5);
     node.set_attribute("axis", int64_t{-1});
-    expect_close<float>(run(node, {&x}), {2, 3, 4}, naive_softmax(x, 6, 4, 1), 1e-5);
+    expect_close<float>(run(node, {&x}, 1, 11), {2, 3, 4}, naive_softmax(x, 6, 4, 1), 1e-5);
     node.set_attribute("axis", int64_t{0});
-    expect_close<float>(run(node, {&x}), {2, 3, 4}, naive_softmax(x, 1, 24, 1), 1e-5);
+    expect_close<float>(run(node, {&x}, 1, 11), {2, 3, 4}, naive_softmax(x, 1, 24, 1), 1e-5);
 }
 
 TEST(SoftmaxTest, NumericallyStableForLargeInputs) {
@@ -685,7 +684,7 @@ TEST(ConvTest, ConcurrentComputeOnOneKernel) {
     const Window win{{2, 2}, {1, 1}, {1, 1}, {1, 1}};
     const Node node = conv_node(win, 1, false);
     const Tensor want = naive_conv(x, w, nullptr, win, 1);
-    const auto kernel = schema_of(node).reference_kernel(node);
+    const auto kernel = schema_of(node).reference_kernel(KernelInfo{node, 13, {}});
     std::vector<Tensor> results(4);
     std::vector<std::thread> threads;
     for (size_t t = 0; t < results.size(); ++t)
@@ -729,10 +728,10 @@ TEST(ConvTest, BadInputsRaise) {
     expect_validation_error([&] { run(bad_pads, {&x, &w2}); }, {"'nConv'", "pads"});
     Node bad_group = make_node("Conv", 2);
     bad_group.set_attribute("group", int64_t{0});
-    expect_validation_error([&] { schema_of(bad_group).reference_kernel(bad_group); }, {"'nConv'", "group"});
+    expect_validation_error([&] { schema_of(bad_group).reference_kernel(KernelInfo{bad_group, 13, {}}); }, {"'nConv'", "group"});
     Node bad_auto = make_node("Conv", 2);
     bad_auto.set_attribute("auto_pad", "SAME");
-    expect_validation_error([&] { schema_of(bad_auto).reference_kernel(bad_auto); }, {"'nConv'", "auto_pad"});
+    expect_validation_error([&] { schema_of(bad_auto).reference_kernel(KernelInfo{bad_auto, 13, {}}); }, {"'nConv'", "auto_pad"});
 }
 
 TEST(ConvTest, ShapeInference) {
@@ -955,12 +954,12 @@ TEST(PoolTest, ShapeInferenceWithDynamicDims) {
 
 TEST(PoolTest, BadAttributesAndInputsRaise) {
     Node no_kernel = make_node("MaxPool", 1);
-    expect_validation_error([&] { schema_of(no_kernel).reference_kernel(no_kernel); }, {"'nMaxPool'", "kernel_shape"});
+    expect_validation_error([&] { schema_of(no_kernel).reference_kernel(KernelInfo{no_kernel, 13, {}}); }, {"'nMaxPool'", "kernel_shape"});
     Node bad_order = pool_node("MaxPool", {2, 2}, {});
     bad_order.set_attribute("storage_order", int64_t{2});
-    expect_validation_error([&] { schema_of(bad_order).reference_kernel(bad_order); }, {"'nMaxPool'", "storage_order"});
+    expect_validation_error([&] { schema_of(bad_order).reference_kernel(KernelInfo{bad_order, 13, {}}); }, {"'nMaxPool'", "storage_order"});
     Node bad_stride = pool_node("AveragePool", {2, 2}, {{0, 1}, {}, {}, {}});
-    expect_validation_error([&] { schema_of(bad_stride).reference_kernel(bad_stride); }, {"'nAveragePool'", "strides"});
+    expect_validation_error([&] { schema_of(bad_stride).reference_kernel(KernelInfo{bad_stride, 13, {}}); }, {"'nAveragePool'", "strides"});
     const Tensor x = random_tensor({1, 1, 4}, 1);
     expect_validation_error([&] { run(pool_node("MaxPool", {2, 2}, {}), {&x}); }, {"'nMaxPool'", "rank"});
     const Tensor small = random_tensor({1, 1, 2, 2}, 1);
@@ -1007,7 +1006,7 @@ TEST(BatchNormTest, DefaultEpsilon) {
 TEST(BatchNormTest, TrainingModeAndBadInputsRaise) {
     Node training = make_node("BatchNormalization", 5, 3);
     training.set_attribute("training_mode", int64_t{1});
-    expect_validation_error([&] { schema_of(training).reference_kernel(training); },
+    expect_validation_error([&] { schema_of(training).reference_kernel(KernelInfo{training, 13, {}}); },
                             {"'nBatchNormalization'", "training mode not supported"});
     const Tensor x = random_tensor({1, 3, 2, 2}, 1);
     const Tensor p3 = random_tensor({3}, 2);
@@ -1148,7 +1147,7 @@ TEST(TransposeTest, PermutationsAndDtypes) {
 TEST(TransposeTest, BadPermRaises) {
     Node node = make_node("Transpose", 1);
     node.set_attribute("perm", std::vector<int64_t>{0, 0, 1});
-    expect_validation_error([&] { schema_of(node).reference_kernel(node); }, {"'nTranspose'", "perm"});
+    expect_validation_error([&] { schema_of(node).reference_kernel(KernelInfo{node, 13, {}}); }, {"'nTranspose'", "perm"});
     node.set_attribute("perm", std::vector<int64_t>{1, 0});
     const Tensor x = random_tensor({2, 3, 4}, 1);
     expect_validation_error([&] { run(node, {&x}); }, {"'nTranspose'", "rank 3"});
@@ -1181,7 +1180,7 @@ TEST(ConcatTest, BadInputsRaise) {
     const Tensor i = make<int64_t>({2, 1}, {1, 2});
     expect_validation_error([&] { run(node, {&a, &i}); }, {"'nConcat'", "Int64"});
     Node no_axis = make_node("Concat", 2);
-    expect_validation_error([&] { schema_of(no_axis).reference_kernel(no_axis); }, {"'nConcat'", "axis"});
+    expect_validation_error([&] { schema_of(no_axis).reference_kernel(KernelInfo{no_axis, 13, {}}); }, {"'nConcat'", "axis"});
     node.set_attribute("axis", int64_t{2});
     expect_validation_error([&] { run(node, {&a, &a}); }, {"'nConcat'", "axis 2"});
 }
@@ -1229,11 +1228,11 @@ TEST(ConstantTest, ValueAttributes) {
 
 TEST(ConstantTest, MissingOrUnsupportedValueRaises) {
     Node none = make_node("Constant", 0);
-    expect_validation_error([&] { schema_of(none).reference_kernel(none); }, {"'nConstant'", "no value"});
+    expect_validation_error([&] { schema_of(none).reference_kernel(KernelInfo{none, 13, {}}); }, {"'nConstant'", "no value"});
     Node two = make_node("Constant", 0);
     two.set_attribute("value_int", int64_t{1});
     two.set_attribute("value_float", 1.0);
-    expect_validation_error([&] { schema_of(two).reference_kernel(two); }, {"'nConstant'", "exactly one"});
+    expect_validation_error([&] { schema_of(two).reference_kernel(KernelInfo{two, 13, {}}); }, {"'nConstant'", "exactly one"});
     Node str = make_node("Constant", 0);
     str.set_attribute("value_string", "hello");
     expect_validation_error([&] { infer(str, {}); }, {"'nConstant'", "value_string"});

@@ -28,18 +28,16 @@ bool CpuBackend::initialize(const SessionOptions& options) {
 
 void CpuBackend::shutdown() {}
 
-std::unique_ptr<ops::OpKernel> CpuBackend::create_kernel(const Node& node, int64_t opset) const {
+std::unique_ptr<ops::OpKernel> CpuBackend::create_kernel(const ops::KernelInfo& info) const {
+    const Node& node = info.node;
+    const int64_t opset = info.opset;
     auto it = kernels_.find(key_of(node.domain(), node.op_type()));
     if (it != kernels_.end()) {
         if (const ops::OpSchema* schema = ops::OpTable::instance().find(node.op_type(), node.domain()))
             ops::check_arity(*schema, node);
-        // Kernels whose semantics changed across opsets read it as "__opset"; the annotation
-        // lives on a copy so the graph (and saved models) never carry it.
-        Node annotated = node;
-        if (!annotated.has_attribute("__opset") && opset > 0) annotated.set_attribute("__opset", opset);
-        return it->second(annotated);
+        return it->second(info);
     }
-    if (node.domain().empty() && OperatorRegistry::instance().has_op(node.op_type())) return ops::make_custom_op_kernel(node);
+    if (node.domain().empty() && OperatorRegistry::instance().has_op(node.op_type())) return ops::make_custom_op_kernel(info);
     const std::string domain = node.domain().empty() ? "ai.onnx" : node.domain();
     throw UnsupportedOperatorError(node.op_type(), "operator " + node.op_type() + " (domain " + domain + ", opset " +
                                                        std::to_string(opset) + ") used by node '" + node.name() +

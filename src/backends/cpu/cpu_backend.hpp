@@ -26,7 +26,7 @@ public:
     bool supports_op(const std::string& op_type) const override;
     std::vector<std::string> supported_ops() const override;
 
-    std::unique_ptr<ops::OpKernel> create_kernel(const Node& node, int64_t opset) const override;
+    std::unique_ptr<ops::OpKernel> create_kernel(const ops::KernelInfo& info) const override;
     int num_threads() const { return num_threads_; }
 
 private:
