@@ -1,6 +1,7 @@
 #pragma once
 // Tensor: a shape, a dtype and a pointer into ref-counted storage. Copies share storage
 // (like a numpy view); clone() deep-copies. Owned storage is 64-byte aligned.
+// String tensors hold std::string objects: copy their elements by assignment, never memcpy.
 #include <memory>
 #include <vector>
 

@@ -53,18 +53,20 @@ bool python_alive() {
 
 // ---------------------------------------------------------------- dtypes
 
+// Types numpy lacks come from ml_dtypes (the package numpy's ML ecosystem uses for them).
+py::dtype ml_dtype(const char* name) {
+    try {
+        return py::dtype::from_args(py::module_::import("ml_dtypes").attr(name));
+    } catch (py::error_already_set& e) {
+        if (!e.matches(PyExc_ImportError) && !e.matches(PyExc_AttributeError)) throw;
+        throw ValidationError(std::string("tensors of type ") + name + " need the ml_dtypes package (pip install ml_dtypes)");
+    }
+}
+
 py::dtype numpy_dtype(DType dtype) {
     switch (dtype) {
         case DType::Float32: return py::dtype::of<float>();
         case DType::Float16: return py::dtype("float16");
-        case DType::BFloat16: {
-            try {
-                return py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16"));
-            } catch (py::error_already_set& e) {
-                if (!e.matches(PyExc_ImportError)) throw;
-                throw ValidationError("BFloat16 tensors need the ml_dtypes package (pip install ml_dtypes)");
-            }
-        }
         case DType::Float64: return py::dtype::of<double>();
         case DType::Int64: return py::dtype::of<int64_t>();
         case DType::Int32: return py::dtype::of<int32_t>();
@@ -72,6 +74,23 @@ py::dtype numpy_dtype(DType dtype) {
         case DType::Int8: return py::dtype::of<int8_t>();
         case DType::UInt8: return py::dtype::of<uint8_t>();
         case DType::Bool: return py::dtype::of<bool>();
+        case DType::UInt16: return py::dtype::of<uint16_t>();
+        case DType::UInt32: return py::dtype::of<uint32_t>();
+        case DType::UInt64: return py::dtype::of<uint64_t>();
+        case DType::Complex64: return py::dtype("complex64");
+        case DType::Complex128: return py::dtype("complex128");
+        case DType::String: return py::dtype("O");
+        case DType::BFloat16: return ml_dtype("bfloat16");
+        case DType::Float8E4M3FN: return ml_dtype("float8_e4m3fn");
+        case DType::Float8E4M3FNUZ: return ml_dtype("float8_e4m3fnuz");
+        case DType::Float8E5M2: return ml_dtype("float8_e5m2");
+        case DType::Float8E5M2FNUZ: return ml_dtype("float8_e5m2fnuz");
+        case DType::UInt4: return ml_dtype("uint4");
+        case DType::Int4: return ml_dtype("int4");
+        case DType::Float4E2M1: return ml_dtype("float4_e2m1fn");
+        case DType::Float8E8M0: return ml_dtype("float8_e8m0fnu");
+        case DType::UInt2: return ml_dtype("uint2");
+        case DType::Int2: return ml_dtype("int2");
     }
     throw ValidationError("invalid dtype code " + std::to_string(static_cast<int>(dtype)));
 }
@@ -92,17 +111,37 @@ DType dtype_from_numpy(const py::dtype& dt) {
             break;
         case 'u':
             if (size == 1) return DType::UInt8;
+            if (size == 2) return DType::UInt16;
+            if (size == 4) return DType::UInt32;
+            if (size == 8) return DType::UInt64;
             break;
         case 'b':
             return DType::Bool;
+        case 'c':
+            if (size == 8) return DType::Complex64;
+            if (size == 16) return DType::Complex128;
+            break;
+        case 'O':
+        case 'U':
+        case 'S':
+            return DType::String;
         default:
             break;
     }
+    // ml_dtypes types (kind 'V'): matched by name.
+    static const std::pair<const char*, DType> kMlDtypes[] = {
+        {"bfloat16", DType::BFloat16},         {"float8_e4m3fn", DType::Float8E4M3FN},
+        {"float8_e4m3fnuz", DType::Float8E4M3FNUZ}, {"float8_e5m2", DType::Float8E5M2},
+        {"float8_e5m2fnuz", DType::Float8E5M2FNUZ}, {"uint4", DType::UInt4},
+        {"int4", DType::Int4},                 {"float4_e2m1fn", DType::Float4E2M1},
+        {"float8_e8m0fnu", DType::Float8E8M0}, {"uint2", DType::UInt2},
+        {"int2", DType::Int2}};
     const std::string name = py::str(dt.attr("name"));
-    if (name == "bfloat16" && size == 2) return DType::BFloat16;  // ml_dtypes.bfloat16
+    for (const auto& [ml_name, dtype] : kMlDtypes)
+        if (name == ml_name) return dtype;
     throw ValidationError("unsupported numpy dtype '" + name +
-                          "' (supported: float32, float64, float16, bfloat16, int64, int32, int16, int8, "
-                          "uint8, bool)");
+                          "' (supported: float16/32/64, int8/16/32/64, uint8/16/32/64, bool, complex64/128, "
+                          "str/bytes/object (strings), and ml_dtypes' bfloat16, float8, float4, int4, uint4, int2, uint2)");
 }
 
 DType dtype_from_py(py::handle obj) {
@@ -130,11 +169,26 @@ py::array as_c_array(py::handle obj) {
     return py::array(numpy().attr("require")(arr, target, py::make_tuple("C", "A")));
 }
 
+// Each element: str (stored as UTF-8) or bytes (stored as is).
+Tensor string_tensor_from_array(const py::array& arr, const std::vector<int64_t>& shape) {
+    Tensor t(shape, DType::String);
+    py::list flat = numpy().attr("ravel")(arr).attr("tolist")();
+    auto* out = t.data_ptr<std::string>();
+    size_t i = 0;
+    for (py::handle item : flat) {
+        if (PyBytes_Check(item.ptr())) out[i++] = item.cast<std::string>();
+        else if (PyUnicode_Check(item.ptr())) out[i++] = item.cast<std::string>();
+        else throw ValidationError("string tensor element " + std::to_string(i) + " is " + type_name(item) + ", not str or bytes");
+    }
+    return t;
+}
+
 Tensor tensor_from_py(py::handle obj, bool copy, std::vector<py::object>* keep_alive) {
     if (py::isinstance<Tensor>(obj)) return obj.cast<Tensor>();
     py::array arr = as_c_array(obj);
     const DType dtype = dtype_from_numpy(arr.dtype());
     std::vector<int64_t> shape(arr.shape(), arr.shape() + arr.ndim());
+    if (dtype == DType::String) return string_tensor_from_array(arr, shape);
     if (copy || keep_alive == nullptr) {
         Tensor t(shape, dtype);
         const auto bytes = static_cast<size_t>(arr.nbytes());
@@ -148,6 +202,11 @@ Tensor tensor_from_py(py::handle obj, bool copy, std::vector<py::object>* keep_a
 py::array tensor_to_numpy(const Tensor& tensor, bool copy) {
     py::dtype dt = numpy_dtype(tensor.dtype());
     std::vector<py::ssize_t> shape(tensor.shape().begin(), tensor.shape().end());
+    if (tensor.dtype() == DType::String) {  // an object array of str, as onnx and onnxruntime give
+        py::list items;
+        for (int64_t i = 0; i < tensor.num_elements(); ++i) items.append(utf8_or_bytes_str(tensor.data_ptr<std::string>()[i]));
+        return py::array(numpy().attr("array")(items, py::dtype("O")).attr("reshape")(py::tuple(py::cast(shape))));
+    }
     const size_t bytes = tensor.size_bytes();
     if (bytes != 0 && tensor.data() == nullptr) throw PyFlameRTError("tensor has no data");
     if (copy || !tensor.owns_data() || bytes == 0) {

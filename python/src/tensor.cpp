@@ -40,6 +40,22 @@ void init_tensor(py::module_& m) {
         .value("Int8", DType::Int8)
         .value("UInt8", DType::UInt8)
         .value("Bool", DType::Bool)
+        .value("UInt16", DType::UInt16)
+        .value("UInt32", DType::UInt32)
+        .value("UInt64", DType::UInt64)
+        .value("String", DType::String)
+        .value("Complex64", DType::Complex64)
+        .value("Complex128", DType::Complex128)
+        .value("Float8E4M3FN", DType::Float8E4M3FN)
+        .value("Float8E4M3FNUZ", DType::Float8E4M3FNUZ)
+        .value("Float8E5M2", DType::Float8E5M2)
+        .value("Float8E5M2FNUZ", DType::Float8E5M2FNUZ)
+        .value("UInt4", DType::UInt4)
+        .value("Int4", DType::Int4)
+        .value("Float4E2M1", DType::Float4E2M1)
+        .value("Float8E8M0", DType::Float8E8M0)
+        .value("UInt2", DType::UInt2)
+        .value("Int2", DType::Int2)
         .finalize();
 
     m.def("dtype_size", [](py::handle d) { return dtype_size(dtype_from_py(d)); }, py::arg("dtype"),

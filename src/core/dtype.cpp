@@ -9,26 +9,48 @@
 namespace pyflame_rt {
 namespace {
 
+enum Kind { kFloat, kSigned, kUnsigned, kOther };
+
 struct DTypeRow {
     DType dtype;
     size_t size;
     const char* name;       // reference name
     const char* onnx_name;  // as in "tensor(float)"
-    const char* numpy_name;
+    const char* numpy_name; // numpy / ml_dtypes name
+    int onnx_code;          // TensorProto.DataType
+    Kind kind;
 };
 
-constexpr DTypeRow kRows[] = {
-    {DType::Float32, 4, "Float32", "float", "float32"},
-    {DType::Float16, 2, "Float16", "float16", "float16"},
-    {DType::BFloat16, 2, "BFloat16", "bfloat16", "bfloat16"},
-    {DType::Float64, 8, "Float64", "double", "float64"},
-    {DType::Int64, 8, "Int64", "int64", "int64"},
-    {DType::Int32, 4, "Int32", "int32", "int32"},
-    {DType::Int16, 2, "Int16", "int16", "int16"},
-    {DType::Int8, 1, "Int8", "int8", "int8"},
-    {DType::UInt8, 1, "UInt8", "uint8", "uint8"},
-    {DType::Bool, 1, "Bool", "bool", "bool"},
+// Indexed by DType code.
+const DTypeRow kRows[] = {
+    {DType::Float32, 4, "Float32", "float", "float32", 1, kFloat},
+    {DType::Float16, 2, "Float16", "float16", "float16", 10, kFloat},
+    {DType::BFloat16, 2, "BFloat16", "bfloat16", "bfloat16", 16, kFloat},
+    {DType::Float64, 8, "Float64", "double", "float64", 11, kFloat},
+    {DType::Int64, 8, "Int64", "int64", "int64", 7, kSigned},
+    {DType::Int32, 4, "Int32", "int32", "int32", 6, kSigned},
+    {DType::Int16, 2, "Int16", "int16", "int16", 5, kSigned},
+    {DType::Int8, 1, "Int8", "int8", "int8", 3, kSigned},
+    {DType::UInt8, 1, "UInt8", "uint8", "uint8", 2, kUnsigned},
+    {DType::Bool, 1, "Bool", "bool", "bool", 9, kOther},
+    {DType::UInt16, 2, "UInt16", "uint16", "uint16", 4, kUnsigned},
+    {DType::UInt32, 4, "UInt32", "uint32", "uint32", 12, kUnsigned},
+    {DType::UInt64, 8, "UInt64", "uint64", "uint64", 13, kUnsigned},
+    {DType::String, sizeof(std::string), "String", "string", "str", 8, kOther},
+    {DType::Complex64, 8, "Complex64", "complex64", "complex64", 14, kOther},
+    {DType::Complex128, 16, "Complex128", "complex128", "complex128", 15, kOther},
+    {DType::Float8E4M3FN, 1, "Float8E4M3FN", "float8e4m3fn", "float8_e4m3fn", 17, kFloat},
+    {DType::Float8E4M3FNUZ, 1, "Float8E4M3FNUZ", "float8e4m3fnuz", "float8_e4m3fnuz", 18, kFloat},
+    {DType::Float8E5M2, 1, "Float8E5M2", "float8e5m2", "float8_e5m2", 19, kFloat},
+    {DType::Float8E5M2FNUZ, 1, "Float8E5M2FNUZ", "float8e5m2fnuz", "float8_e5m2fnuz", 20, kFloat},
+    {DType::UInt4, 1, "UInt4", "uint4", "uint4", 21, kUnsigned},
+    {DType::Int4, 1, "Int4", "int4", "int4", 22, kSigned},
+    {DType::Float4E2M1, 1, "Float4E2M1", "float4e2m1", "float4_e2m1fn", 23, kFloat},
+    {DType::Float8E8M0, 1, "Float8E8M0", "float8e8m0", "float8_e8m0fnu", 24, kFloat},
+    {DType::UInt2, 1, "UInt2", "uint2", "uint2", 25, kUnsigned},
+    {DType::Int2, 1, "Int2", "int2", "int2", 26, kSigned},
 };
+static_assert(sizeof(kRows) / sizeof(kRows[0]) == kNumDTypes, "one row per DType");
 
 const DTypeRow& row(DType dtype) {
     const auto code = static_cast<int>(dtype);
@@ -44,6 +66,16 @@ std::string lower(std::string s) {
 }  // namespace
 
 bool is_valid_dtype_code(int code) { return code >= 0 && code < kNumDTypes; }
+bool is_float_dtype(DType dtype) { return row(dtype).kind == kFloat; }
+bool is_integer_dtype(DType dtype) { return row(dtype).kind == kSigned || row(dtype).kind == kUnsigned; }
+
+DType dtype_from_onnx(int onnx_type) {
+    for (const auto& r : kRows)
+        if (r.onnx_code == onnx_type) return r.dtype;
+    throw ValidationError("ONNX element type " + std::to_string(onnx_type) + " has no PyFlameRT dtype");
+}
+
+int dtype_to_onnx(DType dtype) { return row(dtype).onnx_code; }
 size_t dtype_size(DType dtype) { return row(dtype).size; }
 std::string dtype_to_string(DType dtype) { return row(dtype).name; }
 std::string dtype_to_onnx_type(DType dtype) { return row(dtype).onnx_name; }

@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <new>
+#include <string>
 
 #include "pyflame_rt/errors.hpp"
 
@@ -16,6 +18,17 @@ std::shared_ptr<void> allocate_aligned(size_t bytes) {
     void* p = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
     if (!p) throw PyFlameRTError("out of memory allocating " + std::to_string(bytes) + " bytes");
     return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+}
+
+// String elements are real std::string objects: constructed here, destroyed with the storage.
+std::shared_ptr<void> allocate_strings(int64_t count) {
+    auto raw = allocate_aligned(static_cast<size_t>(count) * sizeof(std::string));
+    auto* first = static_cast<std::string*>(raw.get());
+    for (int64_t i = 0; i < count; ++i) new (first + i) std::string();
+    return std::shared_ptr<void>(first, [raw, count](void* p) {
+        auto* s = static_cast<std::string*>(p);
+        for (int64_t i = 0; i < count; ++i) s[i].~basic_string();
+    });
 }
 
 void check_shape(const std::vector<int64_t>& shape) {
@@ -36,7 +49,7 @@ Tensor::Tensor() = default;
 
 Tensor::Tensor(const std::vector<int64_t>& shape, DType dtype) : shape_(shape), dtype_(dtype) {
     check_shape(shape);
-    storage_ = allocate_aligned(size_bytes());
+    storage_ = dtype == DType::String ? allocate_strings(num_elements()) : allocate_aligned(size_bytes());
     data_ = storage_.get();
 }
 
@@ -61,7 +74,13 @@ size_t Tensor::size_bytes() const { return static_cast<size_t>(num_elements()) *
 
 Tensor Tensor::clone() const {
     Tensor copy(shape_, dtype_);
-    if (data_ && size_bytes()) std::memcpy(copy.data_, data_, size_bytes());
+    if (dtype_ == DType::String) {
+        const auto* from = data_ptr<std::string>();
+        auto* to = copy.data_ptr<std::string>();
+        for (int64_t i = 0; i < num_elements(); ++i) to[i] = from[i];
+    } else if (data_ && size_bytes()) {
+        std::memcpy(copy.data_, data_, size_bytes());
+    }
     return copy;
 }
 
@@ -98,7 +117,7 @@ Tensor Tensor::reshape(const std::vector<int64_t>& new_shape) const {
 
 Tensor Tensor::zeros(const std::vector<int64_t>& shape, DType dtype) {
     Tensor t(shape, dtype);
-    if (t.size_bytes()) std::memset(t.data(), 0, t.size_bytes());
+    if (dtype != DType::String && t.size_bytes()) std::memset(t.data(), 0, t.size_bytes());  // strings start empty
     return t;
 }
 

@@ -60,6 +60,10 @@ void write_tensor(const std::string& name, const Tensor& t, pfm::TensorData* out
     out->set_dtype(static_cast<int>(t.dtype()));
     for (int64_t d : t.shape()) out->add_dims(d);
     const size_t bytes = t.size_bytes();
+    if (t.dtype() == DType::String) {
+        for (int64_t i = 0; i < t.num_elements(); ++i) out->add_string_data(t.data_ptr<std::string>()[i]);
+        return;
+    }
     if (sink.writer && static_cast<int64_t>(bytes) >= sink.min_tensor_bytes) {
         static const char zeros[kExternalAlignment] = {};
         const uint64_t pad = (kExternalAlignment - sink.writer->bytes_written() % kExternalAlignment) % kExternalAlignment;
@@ -162,6 +166,14 @@ Tensor read_tensor(const pfm::TensorData& in, const std::string& path, const Ext
         if (d != 0 && bytes > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d))
             corrupt(path, "tensor '" + in.name() + "' is impossibly large");
         bytes *= static_cast<uint64_t>(d);
+    }
+    if (dtype == DType::String) {
+        if (static_cast<uint64_t>(in.string_data_size()) * dtype_size(dtype) != bytes)
+            corrupt(path, "string tensor '" + in.name() + "' has " + std::to_string(in.string_data_size()) +
+                              " elements; its shape needs " + std::to_string(bytes / dtype_size(dtype)));
+        Tensor t(dims, dtype);
+        for (int i = 0; i < in.string_data_size(); ++i) t.data_ptr<std::string>()[i] = in.string_data(i);
+        return t;
     }
     if (in.has_external()) {
         const auto& e = in.external();

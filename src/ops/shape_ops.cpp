@@ -4,6 +4,8 @@
 #include <cstring>
 #include <numeric>
 
+#include <string>
+
 #include "ops/op.hpp"
 
 namespace pyflame_rt::ops {
@@ -247,7 +249,14 @@ public:
             strides_by_out[i] = in_strides[perm[i]];
         }
         Tensor y(out_dims, x.dtype());
+        struct Bytes16 { uint64_t lo, hi; };
+        if (x.dtype() == DType::String) {  // std::string elements copy by assignment
+            run<std::string>(x, y, strides_by_out);
+            ctx.outputs[0] = std::move(y);
+            return;
+        }
         switch (dtype_size(x.dtype())) {  // only the element width matters for a copy
+            case 16: run<Bytes16>(x, y, strides_by_out); break;
             case 1: run<uint8_t>(x, y, strides_by_out); break;
             case 2: run<uint16_t>(x, y, strides_by_out); break;
             case 4: run<uint32_t>(x, y, strides_by_out); break;
@@ -315,10 +324,18 @@ public:
         const size_t out_block = static_cast<size_t>(num_elements_of(out_shape) / std::max<int64_t>(outer, 1)) * elem;
         auto* dst = static_cast<uint8_t*>(y.data());
         size_t block_offset = 0;
+        const bool strings = first.dtype() == DType::String;
         for (const Tensor* t : inputs) {
             const size_t block = static_cast<size_t>(t->num_elements() / std::max<int64_t>(outer, 1)) * elem;
             const auto* src = static_cast<const uint8_t*>(t->data());
-            for (int64_t o = 0; o < outer && block > 0; ++o) std::memcpy(dst + o * out_block + block_offset, src + o * block, block);
+            for (int64_t o = 0; o < outer && block > 0; ++o) {
+                if (strings) {  // std::string elements copy by assignment
+                    const auto* from = reinterpret_cast<const std::string*>(src + o * block);
+                    std::copy(from, from + block / elem, reinterpret_cast<std::string*>(dst + o * out_block + block_offset));
+                } else {
+                    std::memcpy(dst + o * out_block + block_offset, src + o * block, block);
+                }
+            }
             block_offset += block;
         }
         ctx.outputs[0] = std::move(y);

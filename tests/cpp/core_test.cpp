@@ -32,7 +32,36 @@ TEST(DType, StringRoundTrip) {
     EXPECT_EQ(dtype_to_string(DType::Float32), "Float32");
     EXPECT_EQ(string_to_dtype("float32"), DType::Float32);
     EXPECT_EQ(string_to_dtype("float"), DType::Float32);
-    EXPECT_THROW(string_to_dtype("complex128"), ValidationError);
+    EXPECT_THROW(string_to_dtype("quaternion"), ValidationError);
+}
+
+TEST(DType, AppendedTypesMapToOnnx) {
+    EXPECT_EQ(static_cast<int>(DType::UInt16), 10);  // appended after the reference's ten
+    EXPECT_EQ(dtype_from_onnx(4), DType::UInt16);
+    EXPECT_EQ(dtype_from_onnx(8), DType::String);
+    EXPECT_EQ(dtype_from_onnx(22), DType::Int4);
+    EXPECT_EQ(dtype_to_onnx(DType::Float32), 1);
+    EXPECT_EQ(dtype_to_onnx(DType::BFloat16), 16);
+    for (int code = 0; code < kNumDTypes; ++code)
+        EXPECT_EQ(dtype_from_onnx(dtype_to_onnx(static_cast<DType>(code))), static_cast<DType>(code));
+    EXPECT_THROW(dtype_from_onnx(0), ValidationError);
+    EXPECT_EQ(dtype_size(DType::Complex128), 16u);
+    EXPECT_EQ(dtype_size(DType::Int4), 1u);  // held unpacked
+    EXPECT_TRUE(is_float_dtype(DType::Float8E4M3FN));
+    EXPECT_TRUE(is_integer_dtype(DType::UInt64));
+    EXPECT_FALSE(is_integer_dtype(DType::Bool));
+}
+
+TEST(Tensor, StringElementsAreObjects) {
+    Tensor s({3}, DType::String);
+    s.data_ptr<std::string>()[0] = "alpha";
+    s.data_ptr<std::string>()[2] = std::string(1000, 'x');  // heap-allocated string
+    Tensor c = s.clone();
+    s.data_ptr<std::string>()[0] = "changed";
+    EXPECT_EQ(c.data_ptr<std::string>()[0], "alpha");
+    EXPECT_EQ(c.data_ptr<std::string>()[1], "");
+    EXPECT_EQ(c.data_ptr<std::string>()[2].size(), 1000u);
+    EXPECT_EQ(Tensor::zeros({2}, DType::String).data_ptr<std::string>()[1], "");
 }
 
 TEST(NodeArg, TypeString) {

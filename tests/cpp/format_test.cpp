@@ -25,6 +25,10 @@ std::shared_ptr<Graph> make_rich_graph() {
     n->set_attribute("floats", std::vector<double>{0.25, -0.5});
     n->set_attribute("strings", std::vector<std::string>{"a", "b"});
     n->set_attribute("t", make_tensor({2}, {4, 5}));
+    Tensor words({2}, DType::String);
+    words.data_ptr<std::string>()[0] = "hello";
+    words.data_ptr<std::string>()[1] = std::string("nul\0inside", 10);
+    g->add_initializer("words", words);
     auto body = std::make_shared<Graph>("body");
     body->add_input(TensorInfo{"bx", DType::Float32, {std::nullopt}});
     body->add_initializer("bw", make_tensor({1}, {2}));
@@ -51,7 +55,13 @@ void expect_same_graph(const Graph& a, const Graph& b) {
     for (const auto& [name, t] : a.initializers()) {
         const Tensor& u = b.get_initializer(name);
         EXPECT_EQ(t.shape(), u.shape());
-        EXPECT_EQ(std::memcmp(t.data(), u.data(), t.size_bytes()), 0) << name;
+        EXPECT_EQ(t.dtype(), u.dtype());
+        if (t.dtype() == DType::String) {
+            for (int64_t i = 0; i < t.num_elements(); ++i)
+                EXPECT_EQ(t.data_ptr<std::string>()[i], u.data_ptr<std::string>()[i]) << name;
+        } else {
+            EXPECT_EQ(std::memcmp(t.data(), u.data(), t.size_bytes()), 0) << name;
+        }
     }
 }
 

@@ -63,7 +63,8 @@ def test_dtype_enum():
         assert d.value == value
         assert rt.DType(value) is d
     assert str(rt.DType.Float32) == "DType.Float32"
-    assert len(list(rt.DType)) == 10
+    assert [d.value for d in rt.DType][:10] == list(range(10))  # the reference codes come first
+    assert rt.DType.UInt16.value == 10  # appended types follow
 
 
 def test_dtype_helpers():

@@ -27,21 +27,32 @@ bool ends_with(const std::string& s, const std::string& suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-DType dtype_from_onnx(int elem_type, const std::string& what) {
-    switch (elem_type) {
-        case onnx::TensorProto::FLOAT: return DType::Float32;
-        case onnx::TensorProto::FLOAT16: return DType::Float16;
-        case onnx::TensorProto::BFLOAT16: return DType::BFloat16;
-        case onnx::TensorProto::DOUBLE: return DType::Float64;
-        case onnx::TensorProto::INT64: return DType::Int64;
-        case onnx::TensorProto::INT32: return DType::Int32;
-        case onnx::TensorProto::INT16: return DType::Int16;
-        case onnx::TensorProto::INT8: return DType::Int8;
-        case onnx::TensorProto::UINT8: return DType::UInt8;
-        case onnx::TensorProto::BOOL: return DType::Bool;
-        default:
-            throw InvalidModelError(what + " has ONNX element type " + std::to_string(elem_type) +
-                                    ", which this build does not support");
+DType onnx_dtype(int elem_type, const std::string& what) {
+    try {
+        return dtype_from_onnx(elem_type);
+    } catch (const ValidationError&) {
+        throw InvalidModelError(what + " has ONNX element type " + std::to_string(elem_type) +
+                                ", which this build does not support");
+    }
+}
+
+bool is_packed_4bit(DType dtype) {
+    return dtype == DType::Int4 || dtype == DType::UInt4 || dtype == DType::Float4E2M1;
+}
+bool is_packed_2bit(DType dtype) { return dtype == DType::Int2 || dtype == DType::UInt2; }
+
+// ONNX packs 4-bit (2-bit) elements two (four) per byte, low bits first; we hold one per byte.
+// Signed types are sign-extended so an Int4 byte reads as a plain int8.
+void unpack_bits(const uint8_t* packed, size_t packed_size, uint64_t count, DType dtype, uint8_t* out) {
+    const int bits = is_packed_4bit(dtype) ? 4 : 2;
+    const int per_byte = 8 / bits;
+    const uint8_t mask = static_cast<uint8_t>((1 << bits) - 1);
+    const bool sign = dtype == DType::Int4 || dtype == DType::Int2;
+    if ((count + per_byte - 1) / per_byte > packed_size) throw InvalidModelError("packed tensor data is too short");
+    for (uint64_t i = 0; i < count; ++i) {
+        uint8_t v = (packed[i / per_byte] >> ((i % per_byte) * bits)) & mask;
+        if (sign && (v & (1 << (bits - 1)))) v |= static_cast<uint8_t>(~mask);
+        out[i] = v;
     }
 }
 
@@ -53,7 +64,7 @@ public:
     Tensor read(const onnx::TensorProto& p) {
         const std::string what = "tensor '" + p.name() + "'";
         if (p.has_segment()) throw InvalidModelError(what + " is segmented, which ONNX deprecated and this build does not read");
-        const DType dtype = dtype_from_onnx(p.data_type(), what);
+        const DType dtype = onnx_dtype(p.data_type(), what);
         std::vector<int64_t> dims(p.dims().begin(), p.dims().end());
         uint64_t count = 1;
         for (int64_t d : dims) {
@@ -68,33 +79,69 @@ public:
 
         Tensor t(dims, dtype);
         auto* out = static_cast<uint8_t*>(t.data());
-        if (p.has_raw_data()) {
-            if (p.raw_data().size() != bytes)
-                throw InvalidModelError(what + " has " + std::to_string(p.raw_data().size()) + " bytes; its shape needs " +
-                                        std::to_string(bytes));
-            if (bytes) std::memcpy(out, p.raw_data().data(), bytes);
+        auto expect = [&](int64_t n, uint64_t needed) {
+            if (static_cast<uint64_t>(n) != needed)
+                throw InvalidModelError(what + " has " + std::to_string(n) + " values; its shape needs " + std::to_string(needed));
+        };
+        if (dtype == DType::String) {
+            expect(p.string_data_size(), count);
+            for (uint64_t i = 0; i < count; ++i) t.data_ptr<std::string>()[i] = p.string_data(static_cast<int>(i));
             return t;
         }
-        auto expect = [&](int64_t n) {
-            if (static_cast<uint64_t>(n) != count)
-                throw InvalidModelError(what + " has " + std::to_string(n) + " values; its shape needs " + std::to_string(count));
-        };
+        const bool packed = is_packed_4bit(dtype) || is_packed_2bit(dtype);
+        const uint64_t per_byte = is_packed_4bit(dtype) ? 2 : is_packed_2bit(dtype) ? 4 : 1;
+        if (p.has_raw_data()) {
+            const uint64_t needed = packed ? (count + per_byte - 1) / per_byte : bytes;
+            if (p.raw_data().size() != needed)
+                throw InvalidModelError(what + " has " + std::to_string(p.raw_data().size()) + " bytes; its shape needs " +
+                                        std::to_string(needed));
+            const auto* raw = reinterpret_cast<const uint8_t*>(p.raw_data().data());
+            if (packed) unpack_bits(raw, p.raw_data().size(), count, dtype, out);
+            else if (bytes) std::memcpy(out, raw, bytes);
+            return t;
+        }
         switch (dtype) {
             case DType::Float32:
-                expect(p.float_data_size());
+                expect(p.float_data_size(), count);
+                std::memcpy(out, p.float_data().data(), bytes);
+                break;
+            case DType::Complex64:  // (real, imaginary) pairs
+                expect(p.float_data_size(), 2 * count);
                 std::memcpy(out, p.float_data().data(), bytes);
                 break;
             case DType::Float64:
-                expect(p.double_data_size());
+                expect(p.double_data_size(), count);
+                std::memcpy(out, p.double_data().data(), bytes);
+                break;
+            case DType::Complex128:
+                expect(p.double_data_size(), 2 * count);
                 std::memcpy(out, p.double_data().data(), bytes);
                 break;
             case DType::Int64:
-                expect(p.int64_data_size());
+                expect(p.int64_data_size(), count);
                 std::memcpy(out, p.int64_data().data(), bytes);
                 break;
+            case DType::UInt32:
+            case DType::UInt64: {
+                expect(p.uint64_data_size(), count);
+                const size_t width = dtype_size(dtype);
+                for (uint64_t i = 0; i < count; ++i) {
+                    const uint64_t v = p.uint64_data(static_cast<int>(i));
+                    std::memcpy(out + i * width, &v, width);  // little-endian: low bytes first
+                }
+                break;
+            }
             default: {
-                // int32_data carries int32, int16, int8, uint8, bool and the 16-bit floats' bits.
-                expect(p.int32_data_size());
+                if (packed) {  // int32_data holds the packed bytes, one per entry
+                    std::vector<uint8_t> bytes_of(static_cast<size_t>(p.int32_data_size()));
+                    for (int i = 0; i < p.int32_data_size(); ++i) bytes_of[i] = static_cast<uint8_t>(p.int32_data(i));
+                    expect(p.int32_data_size(), (count + per_byte - 1) / per_byte);
+                    unpack_bits(bytes_of.data(), bytes_of.size(), count, dtype, out);
+                    break;
+                }
+                // int32_data carries int32, int16, int8, uint8, uint16, bool and the bits of the
+                // 16- and 8-bit floats.
+                expect(p.int32_data_size(), count);
                 const size_t width = dtype_size(dtype);
                 for (uint64_t i = 0; i < count; ++i) {
                     const int32_t v = p.int32_data(static_cast<int>(i));
@@ -109,7 +156,10 @@ private:
     Tensor read_external(const onnx::TensorProto& p, const std::vector<int64_t>& dims, DType dtype, uint64_t bytes) {
         const std::string what = "tensor '" + p.name() + "'";
         std::string location;
-        uint64_t offset = 0, length = bytes;
+        const uint64_t count = bytes / dtype_size(dtype);
+        const uint64_t per_byte = is_packed_4bit(dtype) ? 2 : is_packed_2bit(dtype) ? 4 : 1;
+        const uint64_t stored = per_byte > 1 ? (count + per_byte - 1) / per_byte : bytes;  // bytes on disk
+        uint64_t offset = 0, length = stored;
         for (const auto& kv : p.external_data()) {
             try {
                 if (kv.key() == "location") location = kv.value();
@@ -121,7 +171,8 @@ private:
         }
         if (location.empty() || location.find("..") != std::string::npos || location[0] == '/')
             throw InvalidModelError(what + ": external data location '" + location + "' must be a relative path inside the model folder");
-        if (length != bytes) throw InvalidModelError(what + ": external data length " + std::to_string(length) + " does not match its shape");
+        if (dtype == DType::String) throw InvalidModelError(what + ": string tensors cannot use external data");
+        if (length != stored) throw InvalidModelError(what + ": external data length " + std::to_string(length) + " does not match its shape");
         const std::string path = model_dir_ + "/" + location;
         auto& file = files_[path];
         if (!file.mapping) {
@@ -134,6 +185,11 @@ private:
         if (offset > file.size || length > file.size - offset)
             throw InvalidModelError(what + " lies outside its external data file '" + path + "'");
         auto* src = static_cast<const uint8_t*>(file.mapping.get()) + offset;
+        if (per_byte > 1) {
+            Tensor t(dims, dtype);
+            unpack_bits(src, length, count, dtype, static_cast<uint8_t*>(t.data()));
+            return t;
+        }
         if (offset % 64 == 0) return Tensor(file.mapping, const_cast<uint8_t*>(src), dims, dtype);  // zero-copy
         Tensor t(dims, dtype);
         if (bytes) std::memcpy(t.data(), src, bytes);
@@ -153,7 +209,7 @@ TensorInfo value_info_from_onnx(const onnx::ValueInfoProto& v) {
     if (!v.type().has_tensor_type())
         throw InvalidModelError("value '" + v.name() + "' is not a tensor (sequences, maps and optionals are not supported yet)");
     const auto& tt = v.type().tensor_type();
-    info.dtype = dtype_from_onnx(tt.elem_type(), "value '" + v.name() + "'");
+    info.dtype = onnx_dtype(tt.elem_type(), "value '" + v.name() + "'");
     info.rank_known = tt.has_shape();
     if (tt.has_shape()) {
         for (const auto& d : tt.shape().dim()) {

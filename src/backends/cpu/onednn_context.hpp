@@ -1,0 +1,128 @@
+#pragma once
+// What the oneDNN kernels share: the CPU engine, descriptors over plain (row-major) tensors,
+// the per-shape primitive cache, constants packed once into the layouts primitives ask for,
+// per-thread work buffers, and the base class that falls back to the reference kernel.
+//
+// Concurrency: compute() runs from many threads on one kernel. Primitives are built under the
+// cache's mutex and then shared read-only; every call uses its own dnnl::stream, its own memory
+// objects and a per-thread scratchpad (primitives are created with scratchpad_mode::user, so
+// no scratchpad is shared between concurrent executions).
+//
+// Threads: this oneDNN runs on TBB, whose pool is sized from the machine. Capping it per call
+// needs tbb::task_arena, i.e. TBB's headers (tbb-devel), which the build does not have, so
+// KernelContext::num_threads is not applied to oneDNN primitives.
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "ops/op.hpp"
+
+namespace pyflame_rt::onednn {
+
+// The process's CPU engine, created on first use; nullptr when there is none, and then every
+// factory returns the reference kernel. There is none when the environment sets
+// PYFLAME_RT_ONEDNN=0, and when oneDNN's CPU runtime is SYCL and finds no SYCL CPU device: PyPI's
+// `onednn` 2026.x wheel is such a build and, without a Unified Runtime OpenCL adapter, sees none.
+const dnnl::engine* cpu_engine();
+
+using Dims = dnnl::memory::dims;
+
+dnnl::memory::desc plain_desc(const Dims& dims);  // float32, row-major
+dnnl::memory::desc any_desc(const Dims& dims);    // float32, layout chosen by the primitive
+// A memory object over existing data (no copy); inputs are only read by the primitives.
+dnnl::memory memory_over(const dnnl::memory::desc& md, const void* data);
+// Attributes every primitive here is created with (user-provided scratchpad).
+dnnl::primitive_attr base_attr();
+
+// Per-thread buffers reused across calls (they only grow), one per role, so intermediate
+// tensors and scratchpads cost no allocation and no fresh page faults on each run.
+enum class Buffer { Src, Weights, Dst, Scratchpad, Count };
+dnnl::memory thread_memory(const dnnl::memory::desc& md, Buffer role);
+
+// A primitive and its scratchpad size.
+struct Step {
+    dnnl::primitive primitive;
+    dnnl::memory::desc scratchpad;
+
+    // Executes on `stream` with a per-thread scratchpad added to `args`.
+    void execute(dnnl::stream& stream, std::unordered_map<int, dnnl::memory> args) const;
+};
+
+// A reorder from `from` to `to`.
+Step make_reorder(const dnnl::memory::desc& from, const dnnl::memory::desc& to);
+
+// Shapes are turned into oneDNN dims without copying data.
+inline Dims to_dims(const std::vector<int64_t>& shape) { return Dims(shape.begin(), shape.end()); }
+
+// Per-shape entries (primitives and their layouts), built once per key under a mutex. A null
+// entry records a shape the fast kernel leaves to the reference kernel.
+template <typename Entry>
+class ShapeCache {
+public:
+    template <typename Make>
+    std::shared_ptr<const Entry> get(const std::vector<int64_t>& key, Make&& make) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = entries_.find(key);
+        if (it != entries_.end()) return it->second;
+        // Bounded: a model fed ever new shapes must not grow without end. Entries in use
+        // stay alive through their shared_ptr.
+        if (entries_.size() >= kMaxEntries) entries_.clear();
+        return entries_.emplace(key, make()).first->second;
+    }
+
+private:
+    static constexpr size_t kMaxEntries = 64;
+    mutable std::mutex mutex_;
+    mutable std::map<std::vector<int64_t>, std::shared_ptr<const Entry>> entries_;
+};
+
+// A constant input (an initializer: fixed for the session's life) reordered into each layout a
+// primitive asks for, once per layout: never per run.
+class PackedConstant {
+public:
+    explicit PackedConstant(const Tensor& value) : value_(value) {}
+    // The value, read through `plain` (dims and strides over its data), in layout `packed`.
+    dnnl::memory get(const dnnl::memory::desc& plain, const dnnl::memory::desc& packed) const;
+    const Tensor& value() const { return value_; }
+
+private:
+    Tensor value_;  // shares the initializer's storage
+    mutable std::mutex mutex_;
+    mutable std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> packed_;
+};
+
+// Base of the fast kernels: keeps the reference kernel for whatever they do not handle (other
+// dtypes and ranks, invalid inputs, whose errors the reference kernel reports).
+class FastKernel : public ops::NodeKernel {
+protected:
+    FastKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
+        : NodeKernel(info.node), reference_(std::move(reference)) {}
+    void fallback(ops::KernelContext& ctx) const { reference_->compute(ctx); }
+
+private:
+    std::unique_ptr<ops::OpKernel> reference_;
+};
+
+// A factory that creates the reference kernel of `op_type` (it also checks the node's
+// attributes) and, when there is an engine, hands it to Kernel::create, which returns the
+// fast kernel or the reference kernel itself when the node is not one it handles.
+template <typename Kernel>
+ops::KernelFactory factory(const std::string& op_type) {
+    return [op_type](const ops::KernelInfo& info) -> std::unique_ptr<ops::OpKernel> {
+        std::unique_ptr<ops::OpKernel> reference = ops::OpTable::instance().find(op_type)->reference_kernel(info);
+        if (!cpu_engine()) return reference;
+        return Kernel::create(info, std::move(reference));
+    };
+}
+
+// Each family's factories (onednn_conv.cpp, onednn_matmul.cpp, onednn_pool.cpp).
+void add_conv_kernels(std::map<std::string, ops::KernelFactory>& kernels);
+void add_matmul_kernels(std::map<std::string, ops::KernelFactory>& kernels);
+void add_pool_kernels(std::map<std::string, ops::KernelFactory>& kernels);
+
+}  // namespace pyflame_rt::onednn
