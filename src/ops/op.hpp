@@ -95,6 +95,18 @@ void register_conv_ops(OpTable& table);
 void register_pool_ops(OpTable& table);
 void register_norm_ops(OpTable& table);
 void register_shape_ops(OpTable& table);
+// Operator coverage (one owner per file): math.cpp, cast.cpp, indexing.cpp, reduce.cpp,
+// normalization.cpp, nn_extra.cpp, quantize.cpp, sequence.cpp, control_flow.cpp, misc_ops.cpp.
+void register_math_ops(OpTable& table);
+void register_cast_ops(OpTable& table);
+void register_indexing_ops(OpTable& table);
+void register_reduce_ops(OpTable& table);
+void register_normalization_ops(OpTable& table);
+void register_nn_extra_ops(OpTable& table);
+void register_quantize_ops(OpTable& table);
+void register_sequence_ops(OpTable& table);
+void register_control_flow_ops(OpTable& table);
+void register_misc_ops(OpTable& table);
 
 // ---- helpers shared by kernels ----
 std::string node_label(const Node& node);  // "'conv1' (Conv)"
@@ -120,9 +132,6 @@ protected:
 
     const Node node_;  // identity only: no inputs, outputs or attributes
 };
-
-// The opset a node was imported under: its integer attribute "__opset" (set by the importer),
-// else `default_opset`. Defined in activation.cpp.
 
 // How many threads `flops` of work deserves (one per few million flops, at most num_threads):
 // spawning a std::thread costs tens of microseconds. Defined in matmul.cpp.

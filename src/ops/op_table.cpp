@@ -29,6 +29,16 @@ const OpTable& OpTable::instance() {
         register_pool_ops(t);
         register_norm_ops(t);
         register_shape_ops(t);
+        register_math_ops(t);
+        register_cast_ops(t);
+        register_indexing_ops(t);
+        register_reduce_ops(t);
+        register_normalization_ops(t);
+        register_nn_extra_ops(t);
+        register_quantize_ops(t);
+        register_sequence_ops(t);
+        register_control_flow_ops(t);
+        register_misc_ops(t);
         return t;
     }();
     return table;
