@@ -15,7 +15,7 @@ grep -E "tests passed|tests failed|The following tests FAILED|^\s+[0-9]+ - " bui
 echo "[test] pytest"
 # Run from a scratch folder so `import pyflame_rt` is the installed package, not python/.
 (cd build && "$ROOT/.venv/bin/python" -m pytest -q -p no:cacheprovider -c "$ROOT/pyproject.toml" \
-   --rootdir "$ROOT" "$ROOT/tests/python") || status=1
+   --rootdir "$ROOT" "$ROOT/tests/python" "$ROOT/tests/conformance") || status=1
 
 if [ $status -eq 0 ]; then echo "[test] all passed"; else echo "[test] FAILED"; fi
 exit $status

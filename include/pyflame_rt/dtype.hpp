@@ -75,11 +75,15 @@ std::string shape_to_string(const std::vector<int64_t>& shape);   // "[1, 3, 224
 Shape to_shape(const std::vector<int64_t>& dims);
 bool is_static(const Shape& shape);
 
+// What kind of value a graph input/output holds; dtype and shape describe its tensors.
+enum class ValueKind : uint8_t { Tensor, Sequence, OptionalTensor, OptionalSequence };
+
 struct TensorInfo {
     std::string name;
     DType dtype = DType::Float32;
     Shape shape;
     bool rank_known = true;  // false: nothing is known of the shape (then `shape` is empty)
+    ValueKind kind = ValueKind::Tensor;
 };
 
 struct NodeArg {
@@ -87,8 +91,9 @@ struct NodeArg {
     DType dtype = DType::Float32;
     Shape shape;
     bool rank_known = true;
+    ValueKind kind = ValueKind::Tensor;
 
-    std::string type_str() const;  // "tensor(float)"
+    std::string type_str() const;  // "tensor(float)", "seq(tensor(float))", "optional(tensor(float))"
 };
 
 struct ModelMetadata {

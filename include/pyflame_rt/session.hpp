@@ -10,6 +10,7 @@
 #include "pyflame_rt/graph.hpp"
 #include "pyflame_rt/options.hpp"
 #include "pyflame_rt/tensor.hpp"
+#include "pyflame_rt/value.hpp"
 
 namespace pyflame_rt {
 
@@ -29,6 +30,10 @@ public:
     std::vector<Tensor> run(const std::vector<std::string>& output_names,
                             const std::unordered_map<std::string, Tensor>& input_feed,
                             const RunOptions& run_options = {});
+    // The same for models whose inputs or outputs are sequences or optionals.
+    std::vector<Value> run_values(const std::vector<std::string>& output_names,
+                                  const std::unordered_map<std::string, Value>& input_feed,
+                                  const RunOptions& run_options = {});
 
     std::vector<NodeArg> get_inputs() const;
     std::vector<NodeArg> get_outputs() const;

@@ -56,20 +56,29 @@ py::list run(InferenceSession& session, py::handle output_names, py::handle inpu
     const std::vector<std::string> names = names_from_py(output_names);
 
     std::vector<py::object> keep_alive;  // arrays viewed by the feed tensors
-    std::unordered_map<std::string, Tensor> feed;
+    std::unordered_map<std::string, Value> feed;
     py::object items = input_feed.attr("items")();
     for (py::handle item : items) {
         py::object key = item[py::int_(0)];
         if (!py::isinstance<py::str>(key)) throw py::type_error("input_feed keys must be str input names");
-        Tensor t = tensor_from_py(item[py::int_(1)], /*copy=*/false, &keep_alive);
-        feed.insert_or_assign(key.cast<std::string>(), std::move(t));
+        py::handle value = item[py::int_(1)];
+        // None feeds an empty optional; a list or tuple of arrays feeds a sequence.
+        Value v;
+        if (py::isinstance<py::list>(value) || py::isinstance<py::tuple>(value)) {
+            std::vector<Tensor> elements;
+            for (py::handle e : value) elements.push_back(tensor_from_py(e, /*copy=*/false, &keep_alive));
+            v = Value::sequence(std::move(elements));
+        } else if (!value.is_none()) {
+            v = Value(tensor_from_py(value, /*copy=*/false, &keep_alive));
+        }
+        feed.insert_or_assign(key.cast<std::string>(), std::move(v));
     }
     const RunOptions ro = run_options.value_or(RunOptions{});
 
-    std::vector<Tensor> outputs;
+    std::vector<Value> outputs;
     {
         py::gil_scoped_release release;
-        outputs = session.run(names, feed, ro);
+        outputs = session.run_values(names, feed, ro);
     }
 
     // Copied out: an output may share storage with a feed (Identity of an input), a weight
@@ -77,7 +86,17 @@ py::list run(InferenceSession& session, py::handle output_names, py::handle inpu
     // public Tensor API cannot tell whether its storage is shared, so a zero-copy array could
     // let a caller's in-place write change the model.
     py::list result;
-    for (const auto& t : outputs) result.append(tensor_to_numpy(t, /*copy=*/true));
+    for (const auto& v : outputs) {
+        if (v.is_none()) {
+            result.append(py::none());  // an empty optional
+        } else if (v.is_sequence()) {
+            py::list elements;
+            for (const auto& t : v.items()) elements.append(tensor_to_numpy(t, /*copy=*/true));
+            result.append(elements);
+        } else {
+            result.append(tensor_to_numpy(v.tensor(), /*copy=*/true));
+        }
+    }
     return result;
 }
 

@@ -107,6 +107,14 @@ bool is_static(const Shape& shape) {
     return std::all_of(shape.begin(), shape.end(), [](const auto& d) { return d.has_value(); });
 }
 
-std::string NodeArg::type_str() const { return "tensor(" + dtype_to_onnx_type(dtype) + ")"; }
+std::string NodeArg::type_str() const {
+    const std::string tensor = "tensor(" + dtype_to_onnx_type(dtype) + ")";
+    switch (kind) {
+        case ValueKind::Sequence: return "seq(" + tensor + ")";
+        case ValueKind::OptionalTensor: return "optional(" + tensor + ")";
+        case ValueKind::OptionalSequence: return "optional(seq(" + tensor + "))";
+        default: return tensor;
+    }
+}
 
 }  // namespace pyflame_rt

@@ -48,6 +48,7 @@ void write_value_info(const TensorInfo& info, pfm::ValueInfo* out) {
     out->set_name(info.name);
     out->set_dtype(static_cast<int>(info.dtype));
     out->set_rank_unknown(!info.rank_known);
+    out->set_kind(static_cast<int>(info.kind));
     for (const auto& d : info.shape) {
         auto* dim = out->add_shape();
         dim->set_dynamic(!d.has_value());
@@ -147,7 +148,10 @@ DType read_dtype(int code, const std::string& path, const std::string& what) {
 }
 
 TensorInfo read_value_info(const pfm::ValueInfo& in, const std::string& path) {
-    TensorInfo info{in.name(), read_dtype(in.dtype(), path, "value '" + in.name() + "'"), {}, !in.rank_unknown()};
+    if (in.kind() < 0 || in.kind() > static_cast<int>(ValueKind::OptionalSequence))
+        corrupt(path, "value '" + in.name() + "' has unknown kind " + std::to_string(in.kind()));
+    TensorInfo info{in.name(), read_dtype(in.dtype(), path, "value '" + in.name() + "'"), {}, !in.rank_unknown(),
+                    static_cast<ValueKind>(in.kind())};
     for (const auto& d : in.shape()) {
         if (d.dynamic()) info.shape.push_back(std::nullopt);
         else if (d.value() < 0) corrupt(path, "value '" + in.name() + "' has a negative dimension");

@@ -2,6 +2,7 @@
 // The internal operator table: each operator is defined once here (schema, shape/type
 // inference, reference kernel); backends register their kernels against these definitions.
 #include <array>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -13,6 +14,7 @@
 #include "pyflame_rt/graph.hpp"
 #include "pyflame_rt/node.hpp"
 #include "pyflame_rt/tensor.hpp"
+#include "pyflame_rt/value.hpp"
 
 namespace pyflame_rt::ops {
 
@@ -33,14 +35,36 @@ struct InferenceContext {
 
 using ShapeInferenceFn = std::function<void(InferenceContext&)>;
 
+// Finds a value by name in the scopes visible at a node (for subgraphs' outer-scope reads).
+using ScopeLookup = std::function<const Value*(const std::string& name)>;
+
+// Per-run limits and hooks, passed down into subgraphs.
+struct RunControl {
+    std::optional<std::chrono::steady_clock::time_point> deadline;
+    int64_t timeout_ms = 0;  // for the message
+    // Called after each node with its start/end times (profiling).
+    std::function<void(const Node&, std::chrono::steady_clock::time_point, std::chrono::steady_clock::time_point)> on_node;
+};
+
 // Per-run execution context of one node. Inputs are never modified by a kernel.
 struct KernelContext {
-    std::vector<const Tensor*> inputs;  // nullptr for an omitted optional input
+    std::vector<const Tensor*> inputs;  // nullptr for an omitted input or one that is not a tensor
     std::vector<Tensor> outputs;        // the kernel assigns each (shape and dtype its own)
     int num_threads = 1;
+    // Sequence/optional-aware view of the same inputs (nullptr when omitted), and outputs
+    // that are not plain tensors: a kernel producing a sequence or a none sets these.
+    std::vector<const Value*> input_values;
+    std::vector<std::optional<Value>> output_values;
+    const ScopeLookup* scope = nullptr;     // names visible at this node
+    const RunControl* control = nullptr;    // the run's deadline and hooks
 
     const Tensor& input(size_t i) const;  // ValidationError when omitted
     bool has_input(size_t i) const { return i < inputs.size() && inputs[i] != nullptr; }
+    const Value* input_value(size_t i) const { return i < input_values.size() ? input_values[i] : nullptr; }
+    void set_output_value(size_t i, Value v) {
+        if (output_values.size() <= i) output_values.resize(i + 1);
+        output_values[i] = std::move(v);
+    }
 };
 
 // Created once per node at session creation (attributes parsed there), then run many times,
@@ -51,16 +75,29 @@ public:
     virtual void compute(KernelContext& ctx) const = 0;
 };
 
+class SubgraphRunner;
+
 // What a kernel may know when it is created (once per node, at session creation).
 struct KernelInfo {
     const Node& node;
     int64_t opset = 0;                          // the graph's ai.onnx opset
     std::vector<const Tensor*> constant_inputs; // per node input: its value when it is an
                                                 // initializer (fixed for the session), else nullptr
+    // Compiles a subgraph attribute of this node with the same backend (control flow ops).
+    std::function<std::unique_ptr<SubgraphRunner>(const Graph&)> compile_subgraph;
     const Tensor* constant_input(size_t i) const { return i < constant_inputs.size() ? constant_inputs[i] : nullptr; }
 };
 
 using KernelFactory = std::function<std::unique_ptr<OpKernel>(const KernelInfo& info)>;
+
+// A subgraph (If/Loop/Scan body) compiled once, run many times.
+class SubgraphRunner {
+public:
+    virtual ~SubgraphRunner() = default;
+    // `inputs` in the subgraph's input order; names from enclosing graphs resolve via `outer`.
+    virtual std::vector<Value> run(std::vector<Value> inputs, const ScopeLookup& outer, const RunControl& control) const = 0;
+    virtual const Graph& graph() const = 0;
+};
 
 struct OpSchema {
     std::string op_type;

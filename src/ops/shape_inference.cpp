@@ -28,7 +28,8 @@ std::vector<std::string> infer_shapes(Graph& graph) {
         InferenceContext ctx{*node, graph.opset_version(""), {}, {}, {}};
         for (const auto& in : node->inputs()) {
             auto it = in.empty() ? known.end() : known.find(in);
-            const bool usable = it != known.end() && it->second.rank_known;  // ops read an empty shape as a scalar
+            // Ops read an empty shape as a scalar, and infer tensors only.
+            const bool usable = it != known.end() && it->second.rank_known && it->second.kind == ValueKind::Tensor;
             ctx.inputs.push_back(usable ? std::optional<TensorInfo>(it->second) : std::nullopt);
             auto c = in.empty() ? constants.end() : constants.find(in);
             ctx.constant_inputs.push_back(c == constants.end() ? nullptr : &c->second);

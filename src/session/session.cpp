@@ -46,7 +46,7 @@ struct InferenceSession::Impl {
     LogLevel log_level = LogLevel::Warning;
 
     void build(std::shared_ptr<Graph> g, std::vector<std::string> providers);
-    void check_feeds(const std::unordered_map<std::string, Tensor>& feed, std::vector<const Tensor*>& ordered) const;
+    void check_feeds(const std::unordered_map<std::string, Value>& feed, std::vector<Value>& ordered) const;
 };
 
 void InferenceSession::Impl::build(std::shared_ptr<Graph> g, std::vector<std::string> providers) {
@@ -82,17 +82,17 @@ void InferenceSession::Impl::build(std::shared_ptr<Graph> g, std::vector<std::st
         log_message(log_level, LogLevel::Warning,
                     "execution_mode 'parallel': inter-op parallelism is not built yet; nodes run in order");
 
-    plan = std::make_unique<ExecutionPlan>(*graph, *backend, backend->num_threads());
+    plan = std::make_unique<ExecutionPlan>(*graph, *backend, backend->num_threads(), graph->opset_version(""));
 
     for (size_t i = 0; i < graph->inputs().size(); ++i) {
         const auto& in = graph->inputs()[i];
-        inputs.push_back(NodeArg{in.name, in.dtype, in.shape, in.rank_known});
+        inputs.push_back(NodeArg{in.name, in.dtype, in.shape, in.rank_known, in.kind});
         input_has_default.push_back(graph->has_initializer(in.name));
         input_index[in.name] = i;
     }
     for (size_t i = 0; i < graph->outputs().size(); ++i) {
         const auto& out = graph->outputs()[i];
-        outputs.push_back(NodeArg{out.name, out.dtype, out.shape, out.rank_known});
+        outputs.push_back(NodeArg{out.name, out.dtype, out.shape, out.rank_known, out.kind});
         output_index[out.name] = i;
     }
     if (options.enable_profiling) profiler = std::make_unique<Profiler>();
@@ -100,10 +100,32 @@ void InferenceSession::Impl::build(std::shared_ptr<Graph> g, std::vector<std::st
                 "session ready: " + std::to_string(plan->num_nodes()) + " nodes on " + backend->name());
 }
 
-void InferenceSession::Impl::check_feeds(const std::unordered_map<std::string, Tensor>& feed,
-                                         std::vector<const Tensor*>& ordered) const {
-    ordered.assign(inputs.size(), nullptr);
-    for (const auto& [name, tensor] : feed) {
+namespace {
+
+bool is_optional(ValueKind kind) { return kind == ValueKind::OptionalTensor || kind == ValueKind::OptionalSequence; }
+bool is_sequence(ValueKind kind) { return kind == ValueKind::Sequence || kind == ValueKind::OptionalSequence; }
+
+void check_tensor(const NodeArg& expected, const Tensor& tensor, const std::string& what) {
+    if (tensor.dtype() != expected.dtype)
+        throw ValidationError(what + ": expected dtype " + dtype_to_string(expected.dtype) + ", got " +
+                              dtype_to_string(tensor.dtype()));
+    bool shape_ok = !expected.rank_known || expected.shape.size() == tensor.ndim();
+    for (size_t d = 0; shape_ok && d < expected.shape.size(); ++d)
+        shape_ok = !expected.shape[d] || *expected.shape[d] == tensor.shape()[d];
+    // Sequence elements may differ in shape; only their dtype is checked.
+    if (!shape_ok && !is_sequence(expected.kind))
+        throw ValidationError(what + ": expected shape " + shape_to_string(expected.shape) + ", got " +
+                              shape_to_string(tensor.shape()));
+    if (tensor.empty() && tensor.num_elements() > 0) throw ValidationError(what + " has no data");
+}
+
+}  // namespace
+
+void InferenceSession::Impl::check_feeds(const std::unordered_map<std::string, Value>& feed,
+                                         std::vector<Value>& ordered) const {
+    ordered.assign(inputs.size(), Value());
+    std::vector<bool> given(inputs.size(), false);
+    for (const auto& [name, value] : feed) {
         auto it = input_index.find(name);
         if (it == input_index.end()) {
             std::vector<std::string> names;
@@ -111,21 +133,22 @@ void InferenceSession::Impl::check_feeds(const std::unordered_map<std::string, T
             throw ValidationError("unknown input '" + name + "'; the model's inputs are: " + join(names, ", "));
         }
         const NodeArg& expected = inputs[it->second];
-        if (tensor.dtype() != expected.dtype)
-            throw ValidationError("input '" + name + "': expected dtype " + dtype_to_string(expected.dtype) + ", got " +
-                                  dtype_to_string(tensor.dtype()));
-        bool shape_ok = !expected.rank_known || expected.shape.size() == tensor.ndim();
-        for (size_t d = 0; shape_ok && d < expected.shape.size(); ++d)
-            shape_ok = !expected.shape[d] || *expected.shape[d] == tensor.shape()[d];
-        if (!shape_ok)
-            throw ValidationError("input '" + name + "': expected shape " + shape_to_string(expected.shape) + ", got " +
-                                  shape_to_string(tensor.shape()));
-        if (tensor.empty() && tensor.num_elements() > 0)
-            throw ValidationError("input '" + name + "' has no data");
-        ordered[it->second] = &tensor;
+        const std::string what = "input '" + name + "'";
+        if (value.is_none()) {
+            if (!is_optional(expected.kind)) throw ValidationError(what + " is None but is not optional");
+        } else if (value.is_sequence() != is_sequence(expected.kind)) {
+            throw ValidationError(what + ": expected a " + expected.type_str() + ", got a " + value.kind_name());
+        } else if (value.is_sequence()) {
+            for (size_t k = 0; k < value.items().size(); ++k)
+                check_tensor(expected, value.items()[k], what + " element " + std::to_string(k));
+        } else {
+            check_tensor(expected, value.tensor(), what);
+        }
+        ordered[it->second] = value;
+        given[it->second] = true;
     }
     for (size_t i = 0; i < inputs.size(); ++i) {
-        if (!ordered[i] && !input_has_default[i])
+        if (!given[i] && !input_has_default[i] && !is_optional(inputs[i].kind))
             throw ValidationError("missing input '" + inputs[i].name + "' (expected " + dtype_to_string(inputs[i].dtype) +
                                   " " + shape_to_string(inputs[i].shape) + ")");
     }
@@ -152,6 +175,21 @@ InferenceSession::~InferenceSession() = default;
 std::vector<Tensor> InferenceSession::run(const std::vector<std::string>& output_names,
                                           const std::unordered_map<std::string, Tensor>& input_feed,
                                           const RunOptions& run_options) {
+    std::unordered_map<std::string, Value> values(input_feed.begin(), input_feed.end());
+    std::vector<Tensor> outputs;
+    const auto results = run_values(output_names, values, run_options);
+    for (size_t i = 0; i < results.size(); ++i) {
+        if (!results[i].is_tensor())
+            throw ValidationError("output " + std::to_string(i) + " is a " + results[i].kind_name() +
+                                  ", not a tensor: use run_values()");
+        outputs.push_back(results[i].tensor());
+    }
+    return outputs;
+}
+
+std::vector<Value> InferenceSession::run_values(const std::vector<std::string>& output_names,
+                                                const std::unordered_map<std::string, Value>& input_feed,
+                                                const RunOptions& run_options) {
     const Impl& s = *impl_;
     if (run_options.log_level && !is_valid_log_level(*run_options.log_level))
         throw ValidationError("RunOptions.log_level: unknown level '" + *run_options.log_level + "'");
@@ -172,26 +210,31 @@ std::vector<Tensor> InferenceSession::run(const std::vector<std::string>& output
             wanted.push_back(it->second);
         }
     }
-    std::vector<const Tensor*> feeds;
+    std::vector<Value> feeds;
     s.check_feeds(input_feed, feeds);
 
-    RunHooks hooks;
+    ops::RunControl control;
     const auto start = std::chrono::steady_clock::now();
     if (run_options.timeout_ms) {
-        hooks.timeout_ms = *run_options.timeout_ms;
-        hooks.deadline = start + std::chrono::milliseconds(*run_options.timeout_ms);
+        control.timeout_ms = *run_options.timeout_ms;
+        control.deadline = start + std::chrono::milliseconds(*run_options.timeout_ms);
     }
     Profiler* profiler = s.profiler && s.profiler->active() ? s.profiler.get() : nullptr;
     const std::string tag = run_options.tag.value_or("");
     if (profiler) {
-        hooks.on_node = [profiler, &tag](const Node& node, auto t0, auto t1) {
+        control.on_node = [profiler, &tag](const Node& node, auto t0, auto t1) {
             profiler->record(node.name(), "node", t0, t1, {{"op_type", node.op_type()}, {"tag", tag}});
         };
     }
     const LogLevel level = run_options.log_level ? parse_log_level(*run_options.log_level) : s.log_level;
     log_message(level, LogLevel::Verbose, "run" + (tag.empty() ? std::string() : " [" + tag + "]"));
 
-    auto results = s.plan->run(feeds, wanted, hooks);
+    auto results = s.plan->run(std::move(feeds), wanted, control);
+    for (size_t i = 0; i < results.size(); ++i) {
+        const NodeArg& out = s.outputs[wanted[i]];
+        if (results[i].is_none() && !is_optional(out.kind))
+            throw ValidationError("graph output '" + out.name + "' was not computed");
+    }
     if (profiler) profiler->record(tag.empty() ? "run" : "run [" + tag + "]", "session", start,
                                    std::chrono::steady_clock::now(), {{"tag", tag}});
     return results;

@@ -311,6 +311,10 @@ def compare_value(expected: Any, actual: Any, rtol: float, atol: float, where: s
         for j, (e, a) in enumerate(zip(expected, actual)):
             compare_value(e, a, rtol, atol, f"{where}[{j}]")
         return
+    if isinstance(expected, np.generic):
+        expected = np.asarray(expected)
+    if isinstance(actual, np.generic):
+        actual = np.asarray(actual)
     if isinstance(expected, np.ndarray):
         _compare_tensor(expected, actual, rtol, atol, where)
         return
@@ -370,8 +374,11 @@ def run_test(test: ConformanceTest) -> Result:
         return Result(test.id, False, "harness error: " + _one_line(str(e)),
                       traceback.format_exc(), time.perf_counter() - start)
     except Exception as e:  # the runtime raised: a failure of this test, not of the harness
-        detail = _scrub_paths(f"{type(e).__module__}.{type(e).__qualname__}: {e}", test)
-        return Result(test.id, False, exception_reason(e, test), detail, time.perf_counter() - start)
+        reason = exception_reason(e, test)
+        message = _scrub_paths(str(e), test).strip()
+        # The whole message when the one-line reason does not hold all of it.
+        detail = "" if reason.endswith(message) else f"{type(e).__module__}.{type(e).__qualname__}: {message}"
+        return Result(test.id, False, reason, detail, time.perf_counter() - start)
     return Result(test.id, True, "", "", time.perf_counter() - start)
 
 

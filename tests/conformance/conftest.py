@@ -1,13 +1,13 @@
 """pytest wiring of the ONNX conformance tests: the report header and the summary line.
 
 `python -m pytest tests/conformance` from the repository root runs them (an explicit path
-overrides pyproject's testpaths). The folder is on sys.path (pytest's default `prepend`
-import mode), so the test module imports conformance_harness directly.
+overrides pyproject's testpaths). tests/conformance is a package (conformance.*) so this
+conftest does not take the module name `conftest` that tests/python's modules import from.
 """
 
 from collections import Counter
 
-import conformance_harness as harness
+from . import conformance_harness as harness
 
 
 def pytest_report_header(config):

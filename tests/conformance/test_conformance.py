@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("onnx", reason="the conformance tests read the data with the onnx package")
 
-import conformance_harness as harness  # noqa: E402
+from . import conformance_harness as harness  # noqa: E402
 
 try:
     TESTS = harness.discover()

@@ -47,17 +47,19 @@ std::unique_ptr<ops::OpKernel> CpuBackend::create_kernel(const ops::KernelInfo& 
 std::vector<Tensor> CpuBackend::execute(const Graph& graph, const std::unordered_map<std::string, Tensor>& inputs) {
     // Planned per call: a Graph has no identity a cache could trust. InferenceSession is the
     // way to plan once and run many times.
-    const ExecutionPlan plan(graph, *this, num_threads_);
-    std::vector<const Tensor*> feeds;
+    const ExecutionPlan plan(graph, *this, num_threads_, graph.opset_version(""));
+    std::vector<Value> feeds;
     for (const auto& in : graph.inputs()) {
         auto it = inputs.find(in.name);
         if (it == inputs.end() && !graph.has_initializer(in.name))
             throw ValidationError("missing input '" + in.name + "'");
-        feeds.push_back(it == inputs.end() ? nullptr : &it->second);
+        feeds.push_back(it == inputs.end() ? Value() : Value(it->second));
     }
     std::vector<size_t> all(graph.outputs().size());
     for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-    return plan.run(feeds, all, {});
+    std::vector<Tensor> outputs;
+    for (auto& v : plan.run(std::move(feeds), all, {})) outputs.push_back(v.tensor());
+    return outputs;
 }
 
 Tensor CpuBackend::allocate(const std::vector<int64_t>& shape, DType dtype) { return Tensor(shape, dtype); }

@@ -15,7 +15,7 @@
 namespace pyflame_rt {
 namespace {
 
-constexpr int kMinOpset = 7;
+constexpr int kMinOpset = 1;
 constexpr int kMaxOpset = 28;
 
 std::string dir_of(const std::string& path) {
@@ -204,11 +204,29 @@ private:
     std::unordered_map<std::string, MappedFile> files_;
 };
 
+// Tensors, sequences of tensors and optionals of either.
 TensorInfo value_info_from_onnx(const onnx::ValueInfoProto& v) {
     TensorInfo info{v.name(), DType::Float32, {}};
-    if (!v.type().has_tensor_type())
-        throw InvalidModelError("value '" + v.name() + "' is not a tensor (sequences, maps and optionals are not supported yet)");
-    const auto& tt = v.type().tensor_type();
+    const onnx::TypeProto* type = &v.type();
+    bool optional = false, sequence = false;
+    if (type->has_optional_type()) {
+        optional = true;
+        type = &type->optional_type().elem_type();
+    }
+    if (type->has_sequence_type()) {
+        sequence = true;
+        type = &type->sequence_type().elem_type();
+    }
+    if (type->value_case() == onnx::TypeProto::VALUE_NOT_SET) {
+        info.rank_known = false;  // no type given (legal for outputs): inferred later if possible
+        return info;
+    }
+    if (!type->has_tensor_type())
+        throw InvalidModelError("value '" + v.name() + "' is not a tensor, a sequence of tensors or an optional of them "
+                                "(maps and sparse tensors are not supported)");
+    info.kind = sequence ? (optional ? ValueKind::OptionalSequence : ValueKind::Sequence)
+                         : (optional ? ValueKind::OptionalTensor : ValueKind::Tensor);
+    const auto& tt = type->tensor_type();
     info.dtype = onnx_dtype(tt.elem_type(), "value '" + v.name() + "'");
     info.rank_known = tt.has_shape();
     if (tt.has_shape()) {
@@ -248,8 +266,13 @@ std::shared_ptr<Graph> graph_from_onnx(const onnx::GraphProto& g, TensorReader& 
     }
     for (const auto& in : g.input()) graph->add_input(value_info_from_onnx(in));
     for (const auto& out : g.output()) graph->add_output(value_info_from_onnx(out));
-    for (const auto& v : g.value_info())
-        if (v.type().has_tensor_type()) graph->set_value_info(value_info_from_onnx(v));
+    for (const auto& v : g.value_info()) {
+        // Intermediate annotations are hints: one we cannot represent is dropped, not fatal.
+        try {
+            graph->set_value_info(value_info_from_onnx(v));
+        } catch (const InvalidModelError&) {
+        }
+    }
     size_t unnamed = 0;
     for (const auto& n : g.node()) {
         const std::string name = n.name().empty() ? n.op_type() + "_" + std::to_string(unnamed++) : n.name();
@@ -310,7 +333,8 @@ ImportResult ONNXImporter::import_model(const std::string& path, const ImportOpt
         }
         if (model.opset_import_size() == 0) graph->opset_imports()[""] = 1;  // IR v1: no opset_import
         const int64_t opset = graph->opset_version("");
-        if (opset < kMinOpset || opset > kMaxOpset)
+        const bool uses_default_domain = graph->opset_imports().count("") != 0;
+        if (uses_default_domain && (opset < kMinOpset || opset > kMaxOpset))
             throw InvalidModelError("'" + path + "' uses ai.onnx opset " + std::to_string(opset) + "; supported opsets are " +
                                     std::to_string(kMinOpset) + ".." + std::to_string(kMaxOpset));
 
