@@ -48,10 +48,15 @@ _ML_FLOAT_NAMES = ("bfloat16", "float8_", "float4_", "float6_")
 # --------------------------------------------------------------------------------------------
 
 def conformance_dir() -> Path:
-    """The data folder: $PYFLAME_CONFORMANCE_DIR, else REPO/../shared/conformance/onnx."""
+    """The data folder: $PYFLAME_CONFORMANCE_DIR, else shared/conformance/onnx beside the repo
+    (REPO/../shared/...), or beside a folder above it for clones made deeper down."""
     env = os.environ.get("PYFLAME_CONFORMANCE_DIR")
     if env:
         return Path(env).expanduser().resolve()
+    for parent in REPO_ROOT.parents:
+        candidate = parent / "shared" / "conformance" / "onnx"
+        if candidate.is_dir():
+            return candidate
     return REPO_ROOT.parent / "shared" / "conformance" / "onnx"
 
 
