@@ -1,5 +1,7 @@
-# Finds oneDNN 3.x. Order: ONEDNN_ROOT, then the onednn/onednn-devel wheels of the Python
-# environment in use (PyPI ships oneDNN 3.x; Debian 12 has only 2.6, whose API differs).
+# Finds oneDNN 3.x. Order: ONEDNN_ROOT, then the oneDNN wheels of the Python environment in
+# use: onednn-cpu-gomp/onednn-devel-cpu-gomp (3.2, CPU engine, GNU OpenMP: what we pin), then
+# onednn/onednn-devel (3.13, but a SYCL build whose CPU engine needs a SYCL CPU device).
+# Debian 12 has only 2.6, whose API differs.
 # Defines OneDNN::dnnl, ONEDNN_LIBRARY_DIR and ONEDNN_VERSION.
 set(_onednn_hints)
 if(ONEDNN_ROOT)
@@ -14,7 +16,8 @@ if(_onednn_python)
   # the installed distributions so a pip build-isolation overlay is found too.
   execute_process(COMMAND ${_onednn_python} -c
 "import importlib.metadata as m, pathlib
-for dist, name in (('onednn-devel', 'dnnl.hpp'), ('onednn', 'libdnnl.so.3')):
+for dist, name in (('onednn-devel-cpu-gomp', 'dnnl.hpp'), ('onednn-cpu-gomp', 'libdnnl.so.3'),
+                   ('onednn-devel', 'dnnl.hpp'), ('onednn', 'libdnnl.so.3')):
     try:
         d = m.distribution(dist)
     except m.PackageNotFoundError:

@@ -30,6 +30,10 @@ public:
     const std::vector<TensorInfo>& outputs() const { return outputs_; }
     const std::unordered_map<std::string, TensorInfo>& value_infos() const { return value_infos_; }
     void set_outputs(std::vector<TensorInfo> outputs) { outputs_ = std::move(outputs); }
+    // Replaces the node list (graph rewrites). Nodes may be shared with copies of this graph:
+    // rewrite by replacing a node with a changed copy, never by mutating it.
+    void set_nodes(std::vector<std::shared_ptr<Node>> nodes) { nodes_ = std::move(nodes); }
+    void remove_initializer(const std::string& name);
 
     bool has_initializer(const std::string& name) const;
     const Tensor& get_initializer(const std::string& name) const;  // ValidationError if absent

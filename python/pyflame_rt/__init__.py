@@ -24,6 +24,8 @@ from ._pyflame_rt import (
     ModelMetadata,
     Node,
     NodeArg,
+    PassManager,
+    PassResult,
     PyFlameRTError,
     RunOptions,
     RunTimeoutError,
@@ -80,6 +82,9 @@ __all__ = [
     "dtype_size",
     "numpy_dtype",
     "dtype_from_numpy",
+    # graph optimization
+    "PassManager",
+    "PassResult",
     # custom operators
     "register_op",
     "unregister_op",

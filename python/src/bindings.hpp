@@ -24,6 +24,7 @@ void init_graph(py::module_& m);     // graph.cpp: Node, Graph, save_model, load
 void init_session(py::module_& m);   // session.cpp: options, InferenceSession, providers
 void init_import(py::module_& m);    // import.cpp: ImportOptions/Stats/Result, import_module
 void init_registry(py::module_& m);  // registry.cpp: custom operators implemented in Python
+void init_optimize(py::module_& m);  // optimize.cpp: PassManager, PassResult
 
 // ---- conversions (convert.cpp) ----
 

@@ -169,6 +169,20 @@ py::array as_c_array(py::handle obj) {
     return py::array(numpy().attr("require")(arr, target, py::make_tuple("C", "A")));
 }
 
+// ml_dtypes keeps only the low 4 (2) bits meaningful; our Int4/Int2 bytes are sign-extended
+// and UInt4/UInt2 bytes zero-extended, so every kernel may read them as plain int8/uint8.
+void normalize_sub_byte(Tensor& t) {
+    const bool four = t.dtype() == DType::Int4 || t.dtype() == DType::UInt4;
+    const bool sign = t.dtype() == DType::Int4 || t.dtype() == DType::Int2;
+    const uint8_t mask = four ? 0x0F : 0x03, top = four ? 0x08 : 0x02;
+    auto* p = t.data_ptr<uint8_t>();
+    for (int64_t i = 0; i < t.num_elements(); ++i) {
+        uint8_t v = p[i] & mask;
+        if (sign && (v & top)) v |= static_cast<uint8_t>(~mask);
+        p[i] = v;
+    }
+}
+
 // Each element: str (stored as UTF-8) or bytes (stored as is).
 Tensor string_tensor_from_array(const py::array& arr, const std::vector<int64_t>& shape) {
     Tensor t(shape, DType::String);
@@ -189,10 +203,12 @@ Tensor tensor_from_py(py::handle obj, bool copy, std::vector<py::object>* keep_a
     const DType dtype = dtype_from_numpy(arr.dtype());
     std::vector<int64_t> shape(arr.shape(), arr.shape() + arr.ndim());
     if (dtype == DType::String) return string_tensor_from_array(arr, shape);
-    if (copy || keep_alive == nullptr) {
+    const bool sub_byte = dtype == DType::Int4 || dtype == DType::UInt4 || dtype == DType::Int2 || dtype == DType::UInt2;
+    if (copy || keep_alive == nullptr || sub_byte) {
         Tensor t(shape, dtype);
         const auto bytes = static_cast<size_t>(arr.nbytes());
         if (bytes) std::memcpy(t.data(), arr.data(), bytes);
+        if (sub_byte) normalize_sub_byte(t);
         return t;
     }
     keep_alive->push_back(arr);

@@ -15,4 +15,5 @@ PYBIND11_MODULE(_pyflame_rt, m) {
     init_session(m);
     init_import(m);
     init_registry(m);
+    init_optimize(m);
 }

@@ -28,6 +28,11 @@ void Graph::add_initializer(const std::string& name, Tensor tensor) {
 
 bool Graph::has_initializer(const std::string& name) const { return initializers_.count(name) != 0; }
 
+void Graph::remove_initializer(const std::string& name) {
+    if (!initializers_.erase(name)) return;
+    initializer_order_.erase(std::find(initializer_order_.begin(), initializer_order_.end(), name));
+}
+
 const Tensor& Graph::get_initializer(const std::string& name) const {
     auto it = initializers_.find(name);
     if (it == initializers_.end()) throw ValidationError("graph '" + name_ + "' has no initializer '" + name + "'");

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "ops/op.hpp"
+#include "ops/indexing_common.hpp"
 
 namespace pyflame_rt::ops {
 namespace {
@@ -183,30 +183,6 @@ void infer_reshape(InferenceContext& ctx) {
 // ---------------------------------------------------------------------------------------------
 // Transpose: output dim i is input dim perm[i] (default: reversed).
 
-template <typename Word>
-void transpose_copy(const Word* in, Word* out, const std::vector<int64_t>& out_dims,
-                    const std::vector<int64_t>& in_strides_by_out_dim) {
-    const size_t rank = out_dims.size();
-    if (rank == 0) {
-        *out = *in;
-        return;
-    }
-    const int64_t inner = out_dims.back(), inner_stride = in_strides_by_out_dim.back();
-    const int64_t outer = num_elements_of(out_dims) / std::max<int64_t>(inner, 1);
-    if (inner == 0) return;
-    std::vector<int64_t> index(rank - 1, 0);
-    int64_t offset = 0;
-    for (int64_t o = 0; o < outer; ++o, out += inner) {
-        for (int64_t j = 0; j < inner; ++j) out[j] = in[offset + j * inner_stride];
-        for (size_t d = rank - 1; d-- > 0;) {  // odometer step over the outer output dims
-            offset += in_strides_by_out_dim[d];
-            if (++index[d] < out_dims[d]) break;
-            offset -= in_strides_by_out_dim[d] * out_dims[d];
-            index[d] = 0;
-        }
-    }
-}
-
 std::vector<int64_t> read_perm(const Node& node) {
     const auto perm = node.get_attribute<std::vector<int64_t>>("perm", {});
     std::vector<bool> seen(perm.size(), false);
@@ -237,42 +213,11 @@ public:
 
     void compute(KernelContext& ctx) const override {
         const Tensor& x = ctx.input(0);
-        const size_t rank = x.ndim();
-        const std::vector<int64_t> perm = resolve_perm(perm_, rank, node_);
-        std::vector<int64_t> in_strides(rank), out_dims(rank), strides_by_out(rank);
-        for (size_t i = rank, s = 1; i-- > 0;) {
-            in_strides[i] = static_cast<int64_t>(s);
-            s *= static_cast<size_t>(x.shape()[i]);
-        }
-        for (size_t i = 0; i < rank; ++i) {
-            out_dims[i] = x.shape()[perm[i]];
-            strides_by_out[i] = in_strides[perm[i]];
-        }
-        Tensor y(out_dims, x.dtype());
-        struct Bytes16 { uint64_t lo, hi; };
-        if (x.dtype() == DType::String) {  // std::string elements copy by assignment
-            run<std::string>(x, y, strides_by_out);
-            ctx.outputs[0] = std::move(y);
-            return;
-        }
-        switch (dtype_size(x.dtype())) {  // only the element width matters for a copy
-            case 16: run<Bytes16>(x, y, strides_by_out); break;
-            case 1: run<uint8_t>(x, y, strides_by_out); break;
-            case 2: run<uint16_t>(x, y, strides_by_out); break;
-            case 4: run<uint32_t>(x, y, strides_by_out); break;
-            case 8: run<uint64_t>(x, y, strides_by_out); break;
-            default: fail("dtype " + dtype_to_string(x.dtype()) + " is not supported");
-        }
-        ctx.outputs[0] = std::move(y);
+        const std::vector<int64_t> perm = resolve_perm(perm_, x.ndim(), node_);
+        ctx.outputs[0] = permute_axes(x, x.shape(), perm, ctx.num_threads);
     }
 
 private:
-    template <typename Word>
-    static void run(const Tensor& x, Tensor& y, const std::vector<int64_t>& strides_by_out) {
-        if (x.num_elements() == 0) return;
-        transpose_copy(static_cast<const Word*>(x.data()), static_cast<Word*>(y.data()), y.shape(), strides_by_out);
-    }
-
     std::vector<int64_t> perm_;  // empty: reversed
 };
 
@@ -280,7 +225,6 @@ void infer_transpose(InferenceContext& ctx) {
     if (!ctx.has_input(0)) return;
     const TensorInfo& x = ctx.input(0);
     const std::vector<int64_t> perm_attr = read_perm(ctx.node);
-    if (x.shape.empty() && !perm_attr.empty()) return;  // rank unknown
     const std::vector<int64_t> perm = resolve_perm(perm_attr, x.shape.size(), ctx.node);
     Shape out;
     for (int64_t p : perm) out.push_back(x.shape[p]);
@@ -385,7 +329,16 @@ void infer_concat(InferenceContext& ctx) {
 class IdentityKernel final : public NodeKernel {
 public:
     explicit IdentityKernel(const Node& node) : NodeKernel(node) {}
-    void compute(KernelContext& ctx) const override { ctx.outputs[0] = ctx.input(0); }
+    void compute(KernelContext& ctx) const override {
+        if (ctx.has_input(0)) {
+            ctx.outputs[0] = ctx.input(0);
+            return;
+        }
+        // Identity passes sequences and optionals (opset 14/16) through as they are.
+        const Value* v = ctx.input_value(0);
+        if (!v) fail("input 0 is missing");
+        ctx.set_output_value(0, *v);
+    }
 };
 
 class ConstantKernel final : public NodeKernel {
@@ -421,7 +374,8 @@ Tensor constant_node_value(const Node& node) {
             fail_node(node, "has both '" + which + "' and '" + name + "'; a Constant takes exactly one value attribute");
         which = name;
     }
-    if (which.empty()) fail_node(node, "has no value attribute (value, value_float(s), value_int(s))");
+    if (which.empty())
+        fail_node(node, "has no value attribute (value, value_float(s), value_int(s), value_string(s))");
     if (which == "value") {
         Tensor t = node.get_attribute<Tensor>("value");
         if (t.empty()) fail_node(node, "attribute 'value' holds no data");
@@ -438,7 +392,19 @@ Tensor constant_node_value(const Node& node) {
         const auto v = node.get_attribute<std::vector<int64_t>>(which);
         return tensor_of<int64_t>({static_cast<int64_t>(v.size())}, v);
     }
-    fail_node(node, "attribute '" + which + "' is not supported (no string or sparse tensors)");
+    if (which == "value_string") {
+        Tensor t({}, DType::String);
+        *t.data_ptr<std::string>() = node.get_attribute<std::string>(which);
+        return t;
+    }
+    if (which == "value_strings") {
+        const auto v = node.get_attribute<std::vector<std::string>>(which);
+        Tensor t({static_cast<int64_t>(v.size())}, DType::String);
+        std::copy(v.begin(), v.end(), t.data_ptr<std::string>());
+        return t;
+    }
+    fail_node(node, "attribute 'sparse_value' is not supported (sparse tensors are not implemented; store the "
+                    "constant densely in 'value')");
 }
 
 void register_shape_ops(OpTable& table) {

@@ -9,6 +9,7 @@
 #include "pyflame_rt/errors.hpp"
 #include "pyflame_rt/import/importer.hpp"
 #include "pyflame_rt/model_io.hpp"
+#include "pyflame_rt/optimize/pass_manager.hpp"
 #include "session/profiler.hpp"
 #include "util/file_io.hpp"
 #include "util/log.hpp"
@@ -70,6 +71,11 @@ void InferenceSession::Impl::build(std::shared_ptr<Graph> g, std::vector<std::st
     // The session owns a copy it may annotate (inferred shapes); tensors are shared, not copied.
     graph = std::make_shared<Graph>(*g);
     for (const auto& w : ops::infer_shapes(*graph)) log_message(log_level, LogLevel::Info, w);
+    for (const auto& r : optimize::PassManager().run_level(*graph, options.optimization_level))
+        if (r.changed())
+            log_message(log_level, LogLevel::Info,
+                        r.pass + ": " + std::to_string(r.nodes_removed) + " nodes removed, " +
+                            std::to_string(r.nodes_fused) + " fused");
 
     if (options.memory_limit > 0) {
         int64_t weights = 0;

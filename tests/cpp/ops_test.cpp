@@ -254,8 +254,8 @@ TEST(ElementwiseTest, MismatchedDtypesRaise) {
 }
 
 TEST(ElementwiseTest, UnsupportedDtypeRaises) {
-    const Tensor a = make<uint8_t>({2}, {1, 2});
-    expect_validation_error([&] { run(make_node("Add", 2), {&a, &a}); }, {"'nAdd'", "UInt8"});
+    const Tensor a = make<bool>({2}, {true, false});
+    expect_validation_error([&] { run(make_node("Add", 2), {&a, &a}); }, {"'nAdd'", "Bool"});
 }
 
 TEST(ElementwiseTest, IncompatibleBroadcastRaises) {
@@ -1003,11 +1003,27 @@ TEST(BatchNormTest, DefaultEpsilon) {
     expect_close<float>(run(make_node("BatchNormalization", 5), {&x, &one, &zero, &zero, &one}), {1, 1, 2}, {s, 3 * s}, 1e-6);
 }
 
-TEST(BatchNormTest, TrainingModeAndBadInputsRaise) {
+TEST(BatchNormTest, TrainingModeUsesBatchStatistics) {
+    // One channel over 2 images of 2 values: batch mean 2.5, (population) variance 1.25.
+    const Tensor x = make<float>({2, 1, 2}, {1, 2, 3, 4});
+    const Tensor one = make<float>({1}, {1});
+    const Tensor zero = make<float>({1}, {0});
     Node training = make_node("BatchNormalization", 5, 3);
     training.set_attribute("training_mode", int64_t{1});
-    expect_validation_error([&] { schema_of(training).reference_kernel(KernelInfo{training, 13, {}}); },
-                            {"'nBatchNormalization'", "training mode not supported"});
+    training.set_attribute("momentum", 0.75);
+    const std::vector<Tensor> outs = run_all(training, {&x, &one, &zero, &zero, &one}, 1, 15);
+    const double inv = 1.0 / std::sqrt(1.25 + 1e-5);
+    expect_close<float>(outs[0], {2, 1, 2},
+                        {static_cast<float>(-1.5 * inv), static_cast<float>(-0.5 * inv), static_cast<float>(0.5 * inv),
+                         static_cast<float>(1.5 * inv)});
+    expect_close<float>(outs[1], {1}, {0.25f * 2.5f});          // running mean: 0 * 0.75 + 2.5 * 0.25
+    expect_close<float>(outs[2], {1}, {0.75f + 0.25f * 1.25f});  // running var: 1 * 0.75 + 1.25 * 0.25
+}
+
+TEST(BatchNormTest, StatisticsOutputsOutsideTrainingAndBadInputsRaise) {
+    Node stats = make_node("BatchNormalization", 5, 3);
+    expect_validation_error([&] { schema_of(stats).reference_kernel(KernelInfo{stats, 15, {}}); },
+                            {"'nBatchNormalization'", "training_mode"});
     const Tensor x = random_tensor({1, 3, 2, 2}, 1);
     const Tensor p3 = random_tensor({3}, 2);
     const Tensor p4 = random_tensor({4}, 3);
@@ -1233,9 +1249,14 @@ TEST(ConstantTest, MissingOrUnsupportedValueRaises) {
     two.set_attribute("value_int", int64_t{1});
     two.set_attribute("value_float", 1.0);
     expect_validation_error([&] { schema_of(two).reference_kernel(KernelInfo{two, 13, {}}); }, {"'nConstant'", "exactly one"});
-    Node str = make_node("Constant", 0);
+    Node sparse = make_node("Constant", 0);
+    sparse.set_attribute("sparse_value", std::string("not representable"));
+    expect_validation_error([&] { infer(sparse, {}); }, {"'nConstant'", "sparse_value"});
+    Node str = make_node("Constant", 0);  // strings are supported
     str.set_attribute("value_string", "hello");
-    expect_validation_error([&] { infer(str, {}); }, {"'nConstant'", "value_string"});
+    const auto out = infer(str, {});
+    ASSERT_TRUE(out.has_value());
+    EXPECT_EQ(out->dtype, DType::String);
 }
 
 }  // namespace

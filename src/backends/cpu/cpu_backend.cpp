@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "backends/cpu/onednn_kernels.hpp"
 #include "ops/custom_op_kernel.hpp"
 #include "pyflame_rt/registry.hpp"
 
@@ -18,6 +19,7 @@ std::string key_of(const std::string& domain, const std::string& op_type) {
 CpuBackend::CpuBackend() {
     for (const ops::OpSchema* schema : ops::OpTable::instance().all())
         if (schema->reference_kernel) kernels_[key_of(schema->domain, schema->op_type)] = schema->reference_kernel;
+    register_onednn_kernels(kernels_);
 }
 
 bool CpuBackend::initialize(const SessionOptions& options) {

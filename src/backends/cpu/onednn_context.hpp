@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -40,8 +41,10 @@ dnnl::memory memory_over(const dnnl::memory::desc& md, const void* data);
 dnnl::primitive_attr base_attr();
 
 // Per-thread buffers reused across calls (they only grow), one per role, so intermediate
-// tensors and scratchpads cost no allocation and no fresh page faults on each run.
-enum class Buffer { Src, Weights, Dst, Scratchpad, Count };
+// tensors and scratchpads cost no allocation and no fresh page faults on each run. A buffer is
+// valid until the same thread asks for the same role again; CPU primitives finish before
+// execute() returns, so one call's steps can reuse a role one after the other.
+enum class Buffer { Src, Weights, Bias, Dst, Scratchpad, Count };
 dnnl::memory thread_memory(const dnnl::memory::desc& md, Buffer role);
 
 // A primitive and its scratchpad size.
@@ -53,10 +56,19 @@ struct Step {
     void execute(dnnl::stream& stream, std::unordered_map<int, dnnl::memory> args) const;
 };
 
+// Whether oneDNN picked an optimized implementation for `pd`. Its "ref" ones are generic
+// loops: the reference kernel, which defines the semantics, does as well.
+bool optimized(const dnnl::primitive_desc_base& pd);
+
 // A reorder from `from` to `to`.
 Step make_reorder(const dnnl::memory::desc& from, const dnnl::memory::desc& to);
+// A reorder from `from` to `to` when the two layouts differ, else none.
+std::optional<Step> reorder_if_needed(const dnnl::memory::desc& from, const dnnl::memory::desc& to);
+// `memory` itself when `reorder` is empty, else its copy in layout `to`, made in the calling
+// thread's buffer `role`.
+dnnl::memory relayout(dnnl::stream& stream, const std::optional<Step>& reorder, const dnnl::memory& memory,
+                      const dnnl::memory::desc& to, Buffer role);
 
-// Shapes are turned into oneDNN dims without copying data.
 inline Dims to_dims(const std::vector<int64_t>& shape) { return Dims(shape.begin(), shape.end()); }
 
 // Per-shape entries (primitives and their layouts), built once per key under a mutex. A null
@@ -88,13 +100,18 @@ public:
     explicit PackedConstant(const Tensor& value) : value_(value) {}
     // The value, read through `plain` (dims and strides over its data), in layout `packed`.
     dnnl::memory get(const dnnl::memory::desc& plain, const dnnl::memory::desc& packed) const;
-    const Tensor& value() const { return value_; }
 
 private:
     Tensor value_;  // shares the initializer's storage
     mutable std::mutex mutex_;
     mutable std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> packed_;
 };
+
+// Input `input` when it is a float32 initializer, else nullptr.
+inline const Tensor* float_constant(const ops::KernelInfo& info, size_t input) {
+    const Tensor* t = info.constant_input(input);
+    return t && t->dtype() == DType::Float32 ? t : nullptr;
+}
 
 // Base of the fast kernels: keeps the reference kernel for whatever they do not handle (other
 // dtypes and ranks, invalid inputs, whose errors the reference kernel reports).

@@ -10,6 +10,7 @@
 #include "ops/op.hpp"
 #include "ops/shape_inference.hpp"
 #include "pyflame_rt/errors.hpp"
+#include "pyflame_rt/optimize/pass_manager.hpp"
 #include "util/file_io.hpp"
 
 namespace pyflame_rt {
@@ -361,8 +362,7 @@ ImportResult ONNXImporter::import_model(const std::string& path, const ImportOpt
         if (options.infer_shapes) {
             for (auto& w : ops::infer_shapes(*graph)) result.stats.warnings.push_back(std::move(w));
         }
-        if (options.optimize)
-            result.stats.warnings.push_back("optimize: graph optimization passes are not built yet; graph left as imported");
+        if (options.optimize) optimize::PassManager().run_level(*graph, 1);
         if (options.strict && !result.stats.warnings.empty())
             throw InvalidModelError("strict import of '" + path + "' failed on warnings: " + result.stats.warnings.front());
         result.graph = std::move(graph);

@@ -1,0 +1,123 @@
+#include "backends/cpu/onednn_context.hpp"
+
+#include <array>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "backends/cpu/onednn_kernels.hpp"
+
+namespace pyflame_rt {
+
+void register_onednn_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
+    // Cheap: the engine is only looked for when a factory first runs.
+    onednn::add_conv_kernels(kernels);
+    onednn::add_matmul_kernels(kernels);
+    onednn::add_pool_kernels(kernels);
+}
+
+bool onednn_available() { return onednn::cpu_engine() != nullptr; }
+
+bool is_onednn_kernel(const ops::OpKernel& kernel) { return dynamic_cast<const onednn::FastKernel*>(&kernel) != nullptr; }
+
+namespace onednn {
+
+const dnnl::engine* cpu_engine() {
+    static const std::unique_ptr<dnnl::engine> engine = []() -> std::unique_ptr<dnnl::engine> {
+        const char* flag = std::getenv("PYFLAME_RT_ONEDNN");
+        if (flag && std::strcmp(flag, "0") == 0) return nullptr;
+        try {
+            // Counted first: a failed creation would print oneDNN's error log on stderr.
+            if (dnnl::engine::get_count(dnnl::engine::kind::cpu) == 0) return nullptr;
+            return std::make_unique<dnnl::engine>(dnnl::engine::kind::cpu, 0);
+        } catch (const dnnl::error&) {
+            return nullptr;
+        }
+    }();
+    return engine.get();
+}
+
+dnnl::memory::desc plain_desc(const Dims& dims) {
+    Dims strides(dims.size(), 1);
+    for (size_t i = dims.size(); i-- > 1;) strides[i - 1] = strides[i] * dims[i];
+    return dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
+}
+
+dnnl::memory::desc any_desc(const Dims& dims) {
+    return dnnl::memory::desc(dims, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any);
+}
+
+dnnl::memory memory_over(const dnnl::memory::desc& md, const void* data) {
+    return dnnl::memory(md, *cpu_engine(), const_cast<void*>(data));
+}
+
+dnnl::primitive_attr base_attr() {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    return attr;
+}
+
+namespace {
+
+struct AlignedBuffer {
+    void* data = nullptr;
+    size_t size = 0;
+    ~AlignedBuffer() { ::operator delete(data, std::align_val_t(64)); }
+};
+
+}  // namespace
+
+dnnl::memory thread_memory(const dnnl::memory::desc& md, Buffer role) {
+    thread_local std::array<AlignedBuffer, static_cast<size_t>(Buffer::Count)> buffers;
+    AlignedBuffer& b = buffers[static_cast<size_t>(role)];
+    const size_t bytes = md.get_size();
+    if (bytes > b.size) {
+        ::operator delete(b.data, std::align_val_t(64));
+        b.data = nullptr;  // stays consistent if the allocation below throws
+        b.size = 0;
+        b.data = ::operator new(bytes, std::align_val_t(64));
+        b.size = bytes;
+    }
+    return dnnl::memory(md, *cpu_engine(), b.data);
+}
+
+bool optimized(const dnnl::primitive_desc_base& pd) { return std::strncmp(pd.impl_info_str(), "ref", 3) != 0; }
+
+void Step::execute(dnnl::stream& stream, std::unordered_map<int, dnnl::memory> args) const {
+    if (scratchpad.get_size() > 0) args.emplace(DNNL_ARG_SCRATCHPAD, thread_memory(scratchpad, Buffer::Scratchpad));
+    primitive.execute(stream, args);
+}
+
+Step make_reorder(const dnnl::memory::desc& from, const dnnl::memory::desc& to) {
+    const dnnl::engine& engine = *cpu_engine();
+    const dnnl::reorder::primitive_desc pd(engine, from, engine, to, base_attr());
+    return Step{dnnl::reorder(pd), pd.scratchpad_desc()};
+}
+
+std::optional<Step> reorder_if_needed(const dnnl::memory::desc& from, const dnnl::memory::desc& to) {
+    if (from == to) return std::nullopt;
+    return make_reorder(from, to);
+}
+
+dnnl::memory relayout(dnnl::stream& stream, const std::optional<Step>& reorder, const dnnl::memory& memory,
+                      const dnnl::memory::desc& to, Buffer role) {
+    if (!reorder) return memory;
+    dnnl::memory out = thread_memory(to, role);
+    reorder->execute(stream, {{DNNL_ARG_FROM, memory}, {DNNL_ARG_TO, out}});
+    return out;
+}
+
+dnnl::memory PackedConstant::get(const dnnl::memory::desc& plain, const dnnl::memory::desc& packed) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [md, memory] : packed_)
+        if (md == packed) return memory;
+    dnnl::memory out(packed, *cpu_engine());  // owned by oneDNN, kept for the kernel's life
+    dnnl::stream stream(*cpu_engine());
+    make_reorder(plain, packed).execute(stream, {{DNNL_ARG_FROM, memory_over(plain, value_.data())}, {DNNL_ARG_TO, out}});
+    stream.wait();
+    packed_.emplace_back(packed, out);
+    return out;
+}
+
+}  // namespace onednn
+}  // namespace pyflame_rt

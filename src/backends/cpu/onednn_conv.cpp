@@ -1,0 +1,138 @@
+// Conv (1-D, 2-D, 3-D; float32) on oneDNN's convolution: groups (depthwise included),
+// strides, dilations, explicit and automatic pads, optional bias.
+#include "backends/cpu/onednn_context.hpp"
+
+namespace pyflame_rt::onednn {
+namespace {
+
+// One input-shape signature: the primitive and the layouts around it.
+struct ConvEntry {
+    std::vector<int64_t> out_shape;
+    dnnl::memory::desc x_plain, w_plain, y_plain;  // the tensors as they lie (row-major)
+    dnnl::memory::desc src, weights, dst;          // the layouts the convolution uses
+    Step conv;
+    std::optional<Step> src_reorder, weights_reorder, dst_reorder;  // where the layouts differ
+    dnnl::memory packed_weights;                   // constant weights, already in `weights`
+};
+
+class ConvKernel final : public FastKernel {
+public:
+    static std::unique_ptr<ops::OpKernel> create(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference) {
+        return std::make_unique<ConvKernel>(info, std::move(reference));
+    }
+
+    ConvKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
+        : FastKernel(info, std::move(reference)),
+          window_(ops::WindowAttributes::parse(info.node, false)),
+          group_(info.node.get_attribute<int64_t>("group", 1)) {
+        if (const Tensor* w = float_constant(info, 1)) weights_.emplace(*w);
+    }
+
+    void compute(ops::KernelContext& ctx) const override {
+        const Tensor& x = ctx.input(0);
+        const Tensor& w = ctx.input(1);
+        const Tensor* b = ctx.has_input(2) ? &ctx.input(2) : nullptr;
+        if (!handles(x, w, b)) return fallback(ctx);
+        std::vector<int64_t> key = x.shape();
+        key.insert(key.end(), w.shape().begin(), w.shape().end());
+        key.push_back(b != nullptr);
+        const auto entry = cache_.get(key, [&] { return build(x.shape(), w.shape(), b != nullptr); });
+        if (!entry) return fallback(ctx);
+
+        Tensor y(entry->out_shape, DType::Float32);
+        dnnl::stream stream(*cpu_engine());
+        const dnnl::memory src = relayout(stream, entry->src_reorder, memory_over(entry->x_plain, x.data()), entry->src, Buffer::Src);
+        const dnnl::memory weights = entry->packed_weights ? entry->packed_weights
+                                                           : relayout(stream, entry->weights_reorder,
+                                                                      memory_over(entry->w_plain, w.data()),
+                                                                      entry->weights, Buffer::Weights);
+        const dnnl::memory y_memory = memory_over(entry->y_plain, y.data());
+        const dnnl::memory dst = entry->dst_reorder ? thread_memory(entry->dst, Buffer::Dst) : y_memory;
+        std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+        if (b) args.emplace(DNNL_ARG_BIAS, memory_over(plain_desc({b->shape()[0]}), b->data()));
+        entry->conv.execute(stream, std::move(args));
+        if (entry->dst_reorder) entry->dst_reorder->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+        stream.wait();
+        ctx.outputs[0] = std::move(y);
+    }
+
+private:
+    // What the fast path takes; anything else (including invalid inputs, whose errors the
+    // reference kernel words) goes to the reference kernel.
+    bool handles(const Tensor& x, const Tensor& w, const Tensor* b) const {
+        const size_t rank = x.ndim();
+        if (x.dtype() != DType::Float32 || w.dtype() != DType::Float32 || rank < 3 || rank > 5 || w.ndim() != rank)
+            return false;
+        if (x.num_elements() == 0 || w.num_elements() == 0) return false;
+        const int64_t maps = w.shape()[0];
+        if (x.shape()[1] != w.shape()[1] * group_ || maps % group_ != 0) return false;
+        if (!window_.kernel_shape.empty() &&
+            window_.kernel_shape != std::vector<int64_t>(w.shape().begin() + 2, w.shape().end()))
+            return false;
+        return !b || (b->dtype() == DType::Float32 && b->shape() == std::vector<int64_t>{maps});
+    }
+
+    std::shared_ptr<const ConvEntry> build(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
+                                           bool has_bias) const {
+        const std::vector<int64_t> kernel(w_shape.begin() + 2, w_shape.end());
+        const std::vector<int64_t> spatial(x_shape.begin() + 2, x_shape.end());
+        // Pads resolved as the reference kernel does (auto_pad included); a window that does
+        // not fit throws the same ValidationError.
+        const std::vector<ops::WindowAxis> axes = ops::resolve_window(window_, kernel, spatial, node_);
+        const int64_t maps = w_shape[0];
+        auto entry = std::make_shared<ConvEntry>();
+        entry->out_shape = {x_shape[0], maps};
+        Dims strides, dilations, pad_begin, pad_end;
+        for (const ops::WindowAxis& a : axes) {
+            entry->out_shape.push_back(a.output);
+            strides.push_back(a.stride);
+            dilations.push_back(a.dilation - 1);  // oneDNN counts the gaps between taps
+            pad_begin.push_back(a.pad_begin);
+            pad_end.push_back(a.pad_end);
+        }
+        // ONNX's (M, C/group, k...) weights are oneDNN's (group, M/group, C/group, k...) as they lie.
+        Dims w_dims = to_dims(w_shape);
+        if (group_ > 1) {
+            w_dims[0] = maps / group_;
+            w_dims.insert(w_dims.begin(), group_);
+        }
+        entry->x_plain = plain_desc(to_dims(x_shape));
+        entry->w_plain = plain_desc(w_dims);
+        entry->y_plain = plain_desc(to_dims(entry->out_shape));
+        const dnnl::memory::desc bias = has_bias ? plain_desc({maps}) : dnnl::memory::desc();
+
+        std::optional<dnnl::convolution_forward::primitive_desc> pd;
+        try {
+            // Every layout left to oneDNN: its blocked/channels-last kernels beat the plain-layout
+            // ones by more than the two activation reorders cost.
+            pd.emplace(*cpu_engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                       any_desc(to_dims(x_shape)), any_desc(w_dims), bias, any_desc(to_dims(entry->out_shape)),
+                       strides, dilations, pad_begin, pad_end, base_attr());
+        } catch (const dnnl::error&) {
+            return nullptr;  // a configuration oneDNN does not implement
+        }
+        if (!optimized(*pd)) return nullptr;
+        entry->src = pd->src_desc();
+        entry->weights = pd->weights_desc();
+        entry->dst = pd->dst_desc();
+        entry->conv = Step{dnnl::convolution_forward(*pd), pd->scratchpad_desc()};
+        entry->src_reorder = reorder_if_needed(entry->x_plain, entry->src);
+        entry->dst_reorder = reorder_if_needed(entry->dst, entry->y_plain);
+        if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
+        else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
+        return entry;
+    }
+
+    ops::WindowAttributes window_;
+    int64_t group_;
+    std::optional<PackedConstant> weights_;  // when W is an initializer
+    ShapeCache<ConvEntry> cache_;
+};
+
+}  // namespace
+
+void add_conv_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
+    kernels["::Conv"] = factory<ConvKernel>("Conv");
+}
+
+}  // namespace pyflame_rt::onednn

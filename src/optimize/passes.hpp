@@ -1,0 +1,10 @@
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "pyflame_rt/optimize/pass_manager.hpp"
+
+namespace pyflame_rt::optimize {
+void add_basic_passes(std::vector<std::unique_ptr<GraphPass>>& passes);     // basic_passes.cpp
+void add_fusion_passes(std::vector<std::unique_ptr<GraphPass>>& passes);    // fusion_passes.cpp
+}

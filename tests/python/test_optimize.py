@@ -1,0 +1,133 @@
+"""Graph optimization: every level gives the results of level 0 (within 1e-4 relative),
+each pass reports what it changed, and passes never touch the caller's graph."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyflame_rt as rt
+
+torch = pytest.importorskip("torch")
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "examples" / "models"))
+import make_small_cnn  # noqa: E402
+
+
+def run_at(model, level, feeds):
+    opts = rt.SessionOptions()
+    opts.optimization_level = level
+    return rt.InferenceSession(model, opts).run(None, feeds)
+
+
+def test_pass_manager_lists_passes_with_levels():
+    pm = rt.PassManager()
+    names = pm.list_passes()
+    for expected in ["eliminate_identity", "constant_folding", "common_subexpression_elimination",
+                     "eliminate_dead_nodes", "fold_conv_batchnorm", "matmul_add_to_gemm"]:
+        assert expected in names
+    assert pm.pass_level("constant_folding") == 1
+    assert pm.pass_level("fold_conv_batchnorm") == 2
+    with pytest.raises(rt.ValidationError, match="unknown optimization pass"):
+        pm.pass_level("make_it_fast")
+
+
+def redundant_graph():
+    """Identity, a constant subexpression, duplicated Relu -> MatMul chains, a MatMul + bias
+    and a dead branch: every level-1 and level-2 pass has something to do."""
+    rng = np.random.default_rng(0)
+    g = rt.Graph("redundant")
+    g.add_input("x", [None, 8], rt.DType.Float32)
+    g.add_initializer("W", rng.standard_normal((8, 4)).astype(np.float32))
+    g.add_initializer("b", rng.standard_normal(4).astype(np.float32))
+    g.add_initializer("two", np.array(2.0, np.float32))
+    g.add_node("id", "Identity", inputs=["x"], outputs=["x_id"])
+    g.add_node("mm1", "MatMul", inputs=["x_id", "W"], outputs=["h1"])
+    g.add_node("b2", "Mul", inputs=["b", "two"], outputs=["b_twice"])  # constant: folded
+    g.add_node("add1", "Add", inputs=["h1", "b_twice"], outputs=["y1"])  # with mm1: a Gemm
+    g.add_node("r1", "Relu", inputs=["x_id"], outputs=["p"])
+    g.add_node("r2", "Relu", inputs=["x_id"], outputs=["q"])  # duplicate of r1
+    g.add_node("mm2", "MatMul", inputs=["p", "W"], outputs=["s1"])
+    g.add_node("mm3", "MatMul", inputs=["q", "W"], outputs=["s2"])  # duplicate once r2 is merged
+    g.add_node("sum1", "Add", inputs=["y1", "s1"], outputs=["t"])
+    g.add_node("sum2", "Add", inputs=["t", "s2"], outputs=["y"])
+    g.add_node("dead", "Sigmoid", inputs=["x"], outputs=["unused"])
+    g.add_output("y", [None, 4], rt.DType.Float32)
+    return g
+
+
+def test_level_results_match_level_0_and_passes_report():
+    g = redundant_graph()
+    x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
+    expected = run_at(g, 0, {"x": x})[0]
+    W, b = g.initializers["W"], g.initializers["b"]
+    np.testing.assert_allclose(expected, x @ W + 2 * b + 2 * (np.maximum(x, 0) @ W), rtol=1e-5, atol=1e-5)  # numpy
+    for level in (1, 2, 3):
+        np.testing.assert_allclose(run_at(g, level, {"x": x})[0], expected, rtol=1e-4, atol=1e-6)
+
+    g2 = redundant_graph()
+    results = rt.PassManager().run(g2, level=2)
+    removed = {r.pass_name: r.nodes_removed for r in results if r.changed}
+    fused = {r.pass_name: r.nodes_fused for r in results if r.changed}
+    assert removed.get("eliminate_identity") == 1
+    assert removed.get("constant_folding") == 1
+    assert removed.get("common_subexpression_elimination") == 2  # r2, then mm3
+    assert removed.get("eliminate_dead_nodes", 0) >= 1
+    ops = [n.op_type for n in g2.nodes]
+    assert "Identity" not in ops and "Sigmoid" not in ops and ops.count("Relu") == 1
+    assert len(g2.nodes) < len(redundant_graph().nodes)
+    assert fused.get("matmul_add_to_gemm") == 1 and "Gemm" in ops  # MatMul + folded bias
+    np.testing.assert_allclose(rt.InferenceSession(g2).run(None, {"x": x})[0], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_session_optimization_leaves_the_callers_graph_alone():
+    g = redundant_graph()
+    before = [(n.name, n.op_type, list(n.inputs)) for n in g.nodes]
+    rt.InferenceSession(g)  # optimization level 2 by default
+    assert [(n.name, n.op_type, list(n.inputs)) for n in g.nodes] == before
+
+
+def test_named_passes_run_alone():
+    g = redundant_graph()
+    results = rt.PassManager().run(g, passes=["eliminate_dead_nodes"])
+    assert [r.pass_name for r in results] == ["eliminate_dead_nodes"]
+    assert "Sigmoid" not in [n.op_type for n in g.nodes]
+    assert "Identity" in [n.op_type for n in g.nodes]
+    with pytest.raises(rt.ValidationError):
+        rt.PassManager().run(g, passes=["nope"])
+
+
+def test_conv_batchnorm_folding_matches_torch(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU()).eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    path = tmp_path / "convbn.onnx"
+    # training=TRAINING keeps BatchNormalization as a node in the export (no exporter folding)
+    torch.onnx.export(model, (torch.randn(1, 3, 16, 16),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False, do_constant_folding=False,
+                      training=torch.onnx.TrainingMode.PRESERVE)
+    graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
+    assert "BatchNormalization" in [n.op_type for n in graph.nodes]
+    results = rt.PassManager().run(graph, passes=["fold_conv_batchnorm"])
+    assert results[0].nodes_fused == 1
+    assert "BatchNormalization" not in [n.op_type for n in graph.nodes]
+    x = np.random.default_rng(2).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    got = rt.InferenceSession(graph).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_demo_cnn_every_level_matches_torch(tmp_path, level):
+    model = make_small_cnn.build()
+    path = tmp_path / "cnn.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(path), input_names=["input"],
+                      output_names=["output"], dynamic_axes={"input": {0: "n"}, "output": {0: "n"}},
+                      opset_version=17, dynamo=False)
+    x = np.random.default_rng(level).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(run_at(str(path), level, {"input": x})[0], expected, rtol=1e-4, atol=1e-5)
