@@ -30,35 +30,26 @@ std::vector<std::shared_ptr<Node>> without(const std::vector<std::shared_ptr<Nod
 }
 
 // Identity, and Dropout in inference (no training_mode, mask unused): consumers read the input.
-class EliminateIdentity : public GraphPass {
+class EliminateIdentity : public NodeRewritePass {
 public:
     std::string name() const override { return "eliminate_identity"; }
     int level() const override { return 1; }
-    PassResult run(Graph& graph) const override {
-        PassResult r{name()};
-        bool changed = true;
-        while (changed) {
-            changed = false;
-            const GraphUses uses(graph);
-            const auto nodes = graph.nodes();  // a snapshot: rewrites replace the graph's list
-            for (const auto& node : nodes) {
-                if (!is_default_domain(*node) || node->inputs().empty() || node->outputs().empty()) continue;
-                const bool identity = node->op_type() == "Identity";
-                const bool dropout = node->op_type() == "Dropout" && !node->has_input(2) &&
-                                     (node->outputs().size() < 2 || node->outputs()[1].empty() ||
-                                      (uses.uses(node->outputs()[1]) == 0 && uses.is_internal(node->outputs()[1])));
-                if (!identity && !dropout) continue;
-                const std::string& in = node->inputs()[0];
-                const std::string& out = node->outputs()[0];
-                if (in.empty() || !uses.is_internal(out)) continue;
-                replace_uses(graph, out, in);
-                graph.set_nodes(without(graph.nodes(), {node.get()}));
-                ++r.nodes_removed;
-                changed = true;
-                break;  // uses changed: recompute
-            }
-        }
-        return r;
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& node,
+                     PassResult& result) const override {
+        if (!is_default_domain(*node) || node->inputs().empty() || node->outputs().empty()) return false;
+        const bool identity = node->op_type() == "Identity";
+        const bool dropout = node->op_type() == "Dropout" && !node->has_input(2) &&
+                             (node->outputs().size() < 2 || node->outputs()[1].empty() ||
+                              (uses.uses(node->outputs()[1]) == 0 && uses.is_internal(node->outputs()[1])));
+        if (!identity && !dropout) return false;
+        const std::string in = node->inputs()[0], out = node->outputs()[0];
+        if (in.empty() || !uses.is_internal(out)) return false;
+        replace_uses(graph, out, in);
+        graph.set_nodes(without(graph.nodes(), {node.get()}));
+        ++result.nodes_removed;
+        return true;
     }
 };
 

@@ -31,103 +31,89 @@ void replace_node(Graph& graph, const Node* old_node, std::shared_ptr<Node> repl
 
 // Conv(X, W[, B]) -> BatchNormalization(scale, bias, mean, var) becomes one Conv with
 // W' = W * s and B' = (B - mean) * s + bias, where s = scale / sqrt(var + epsilon).
-class FoldConvBatchNorm : public GraphPass {
+class FoldConvBatchNorm : public NodeRewritePass {
 public:
     std::string name() const override { return "fold_conv_batchnorm"; }
     int level() const override { return 2; }
-    PassResult run(Graph& graph) const override {
-        PassResult r{name()};
-        for (bool changed = true; changed;) {
-            changed = false;
-            const GraphUses uses(graph);
-            const auto nodes = graph.nodes();  // a snapshot: rewrites replace the graph's list
-            for (const auto& conv : nodes) {
-                if (conv->op_type() != "Conv" || !conv->domain().empty() || conv->outputs().size() != 1) continue;
-                const auto* bn_ptr = sole_consumer(graph, uses, conv->outputs()[0]);
-                if (!bn_ptr) continue;
-                const Node& bn = **bn_ptr;
-                if (bn.op_type() != "BatchNormalization" || bn.inputs().size() != 5 || bn.inputs()[0] != conv->outputs()[0]) continue;
-                if (bn.outputs().size() > 1 && !bn.outputs()[1].empty()) continue;  // training outputs
-                if (bn.get_attribute<int64_t>("training_mode", 0) != 0) continue;
-                const std::string& w_name = conv->inputs().size() > 1 ? conv->inputs()[1] : std::string();
-                const bool has_bias = conv->has_input(2);
-                bool constant = is_f32_constant(uses, graph, w_name) && (!has_bias || is_f32_constant(uses, graph, conv->inputs()[2]));
-                for (size_t i = 1; i < 5; ++i) constant = constant && is_f32_constant(uses, graph, bn.inputs()[i]);
-                if (!constant) continue;
-                const Tensor& w = graph.get_initializer(w_name);
-                const int64_t out_channels = w.ndim() ? w.shape()[0] : 0;
-                bool shapes_ok = w.ndim() >= 3;
-                for (size_t i = 1; i < 5; ++i) shapes_ok = shapes_ok && graph.get_initializer(bn.inputs()[i]).num_elements() == out_channels;
-                if (has_bias) shapes_ok = shapes_ok && graph.get_initializer(conv->inputs()[2]).num_elements() == out_channels;
-                if (!shapes_ok) continue;
 
-                const float* scale = graph.get_initializer(bn.inputs()[1]).data_ptr<float>();
-                const float* shift = graph.get_initializer(bn.inputs()[2]).data_ptr<float>();
-                const float* mean = graph.get_initializer(bn.inputs()[3]).data_ptr<float>();
-                const float* var = graph.get_initializer(bn.inputs()[4]).data_ptr<float>();
-                const double eps = bn.get_attribute<double>("epsilon", 1e-5);
-                Tensor new_w = w.clone();
-                Tensor new_b({out_channels}, DType::Float32);
-                const int64_t per_channel = w.num_elements() / std::max<int64_t>(out_channels, 1);
-                for (int64_t o = 0; o < out_channels; ++o) {
-                    const double s = scale[o] / std::sqrt(static_cast<double>(var[o]) + eps);
-                    float* row = new_w.data_ptr<float>() + o * per_channel;
-                    for (int64_t k = 0; k < per_channel; ++k) row[k] = static_cast<float>(row[k] * s);
-                    const double b = has_bias ? graph.get_initializer(conv->inputs()[2]).data_ptr<float>()[o] : 0.0;
-                    new_b.data_ptr<float>()[o] = static_cast<float>((b - mean[o]) * s + shift[o]);
-                }
-                const std::string w2 = unique_name(graph, w_name + "_bn_folded");
-                graph.add_initializer(w2, new_w);
-                const std::string b2 = unique_name(graph, conv->name() + "_bias_bn_folded");
-                graph.add_initializer(b2, new_b);
-                auto fused = std::make_shared<Node>(*conv);
-                fused->set_input(1, w2);
-                fused->set_input(2, b2);
-                fused->set_output(0, bn.outputs()[0]);
-                replace_node(graph, conv.get(), fused, &bn);
-                ++r.nodes_fused;
-                changed = true;
-                break;
-            }
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& conv,
+                     PassResult& r) const override {
+        if (conv->op_type() != "Conv" || !conv->domain().empty() || conv->outputs().size() != 1) return false;
+        const auto* bn_ptr = sole_consumer(graph, uses, conv->outputs()[0]);
+        if (!bn_ptr) return false;
+        const Node& bn = **bn_ptr;
+        if (bn.op_type() != "BatchNormalization" || bn.inputs().size() != 5 || bn.inputs()[0] != conv->outputs()[0]) return false;
+        if (bn.outputs().size() > 1 && !bn.outputs()[1].empty()) return false;  // training outputs
+        if (bn.get_attribute<int64_t>("training_mode", 0) != 0) return false;
+        const std::string& w_name = conv->inputs().size() > 1 ? conv->inputs()[1] : std::string();
+        const bool has_bias = conv->has_input(2);
+        bool constant = is_f32_constant(uses, graph, w_name) && (!has_bias || is_f32_constant(uses, graph, conv->inputs()[2]));
+        for (size_t i = 1; i < 5; ++i) constant = constant && is_f32_constant(uses, graph, bn.inputs()[i]);
+        if (!constant) return false;
+        const Tensor& w = graph.get_initializer(w_name);
+        const int64_t out_channels = w.ndim() ? w.shape()[0] : 0;
+        bool shapes_ok = w.ndim() >= 3;
+        for (size_t i = 1; i < 5; ++i) shapes_ok = shapes_ok && graph.get_initializer(bn.inputs()[i]).num_elements() == out_channels;
+        if (has_bias) shapes_ok = shapes_ok && graph.get_initializer(conv->inputs()[2]).num_elements() == out_channels;
+        if (!shapes_ok) return false;
+
+        const float* scale = graph.get_initializer(bn.inputs()[1]).data_ptr<float>();
+        const float* shift = graph.get_initializer(bn.inputs()[2]).data_ptr<float>();
+        const float* mean = graph.get_initializer(bn.inputs()[3]).data_ptr<float>();
+        const float* var = graph.get_initializer(bn.inputs()[4]).data_ptr<float>();
+        const double eps = bn.get_attribute<double>("epsilon", 1e-5);
+        Tensor new_w = w.clone();
+        Tensor new_b({out_channels}, DType::Float32);
+        const int64_t per_channel = w.num_elements() / std::max<int64_t>(out_channels, 1);
+        for (int64_t o = 0; o < out_channels; ++o) {
+            const double s = scale[o] / std::sqrt(static_cast<double>(var[o]) + eps);
+            float* row = new_w.data_ptr<float>() + o * per_channel;
+            for (int64_t k = 0; k < per_channel; ++k) row[k] = static_cast<float>(row[k] * s);
+            const double b = has_bias ? graph.get_initializer(conv->inputs()[2]).data_ptr<float>()[o] : 0.0;
+            new_b.data_ptr<float>()[o] = static_cast<float>((b - mean[o]) * s + shift[o]);
         }
-        return r;
+        const std::string w2 = unique_name(graph, w_name + "_bn_folded");
+        graph.add_initializer(w2, new_w);
+        const std::string b2 = unique_name(graph, conv->name() + "_bias_bn_folded");
+        graph.add_initializer(b2, new_b);
+        auto fused = std::make_shared<Node>(*conv);
+        fused->set_input(1, w2);
+        fused->set_input(2, b2);
+        fused->set_output(0, bn.outputs()[0]);
+        replace_node(graph, conv.get(), fused, &bn);
+        ++r.nodes_fused;
+        return true;
     }
 };
 
 // MatMul(A[M,K], B[K,N] constant) -> Add(C constant of shape [N] or [1,N]) becomes Gemm(A, B, C).
-class MatMulAddToGemm : public GraphPass {
+class MatMulAddToGemm : public NodeRewritePass {
 public:
     std::string name() const override { return "matmul_add_to_gemm"; }
     int level() const override { return 2; }
-    PassResult run(Graph& graph) const override {
-        PassResult r{name()};
-        for (bool changed = true; changed;) {
-            changed = false;
-            const GraphUses uses(graph);
-            const auto nodes = graph.nodes();  // a snapshot: rewrites replace the graph's list
-            for (const auto& mm : nodes) {
-                if (mm->op_type() != "MatMul" || !mm->domain().empty() || mm->inputs().size() != 2) continue;
-                if (!rank_is(graph, mm->inputs()[0], 2) || !is_f32_constant(uses, graph, mm->inputs()[1])) continue;
-                const Tensor& b = graph.get_initializer(mm->inputs()[1]);
-                if (b.ndim() != 2) continue;
-                const auto* add_ptr = sole_consumer(graph, uses, mm->outputs()[0]);
-                if (!add_ptr || (*add_ptr)->op_type() != "Add" || !(*add_ptr)->domain().empty()) continue;
-                const Node& add = **add_ptr;
-                const std::string& other = add.inputs()[0] == mm->outputs()[0] ? add.inputs()[1] : add.inputs()[0];
-                if (!is_f32_constant(uses, graph, other)) continue;
-                const Tensor& c = graph.get_initializer(other);
-                const int64_t n = b.shape()[1];
-                if (!((c.ndim() == 1 && c.shape()[0] == n) || (c.ndim() == 2 && c.shape()[0] == 1 && c.shape()[1] == n))) continue;
-                auto gemm = std::make_shared<Node>("Gemm", unique_name(graph, mm->name() + "_gemm"),
-                                                   std::vector<std::string>{mm->inputs()[0], mm->inputs()[1], other},
-                                                   std::vector<std::string>{add.outputs()[0]});
-                replace_node(graph, mm.get(), gemm, &add);
-                ++r.nodes_fused;
-                changed = true;
-                break;
-            }
-        }
-        return r;
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& mm,
+                     PassResult& r) const override {
+        if (mm->op_type() != "MatMul" || !mm->domain().empty() || mm->inputs().size() != 2) return false;
+        if (!rank_is(graph, mm->inputs()[0], 2) || !is_f32_constant(uses, graph, mm->inputs()[1])) return false;
+        const Tensor& b = graph.get_initializer(mm->inputs()[1]);
+        if (b.ndim() != 2) return false;
+        const auto* add_ptr = sole_consumer(graph, uses, mm->outputs()[0]);
+        if (!add_ptr || (*add_ptr)->op_type() != "Add" || !(*add_ptr)->domain().empty()) return false;
+        const Node& add = **add_ptr;
+        const std::string& other = add.inputs()[0] == mm->outputs()[0] ? add.inputs()[1] : add.inputs()[0];
+        if (!is_f32_constant(uses, graph, other)) return false;
+        const Tensor& c = graph.get_initializer(other);
+        const int64_t n = b.shape()[1];
+        if (!((c.ndim() == 1 && c.shape()[0] == n) || (c.ndim() == 2 && c.shape()[0] == 1 && c.shape()[1] == n))) return false;
+        auto gemm = std::make_shared<Node>("Gemm", unique_name(graph, mm->name() + "_gemm"),
+                                           std::vector<std::string>{mm->inputs()[0], mm->inputs()[1], other},
+                                           std::vector<std::string>{add.outputs()[0]});
+        replace_node(graph, mm.get(), gemm, &add);
+        ++r.nodes_fused;
+        return true;
     }
 
 private:

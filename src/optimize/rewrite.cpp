@@ -37,6 +37,22 @@ bool GraphUses::is_constant(const std::string& name) const {
     return !name.empty() && graph_.has_initializer(name) && !is_graph_input(name);
 }
 
+PassResult NodeRewritePass::run(Graph& graph) const {
+    PassResult result{name()};
+    for (bool changed = true; changed;) {
+        changed = false;
+        const GraphUses uses(graph);
+        const auto nodes = graph.nodes();  // a snapshot: rewrites replace the graph's node list
+        for (const auto& node : nodes) {
+            if (try_rewrite(graph, uses, node, result)) {
+                changed = true;
+                break;
+            }
+        }
+    }
+    return result;
+}
+
 bool has_subgraph(const Node& node) {
     for (const auto& [k, v] : node.attributes())
         if (std::holds_alternative<std::shared_ptr<Graph>>(v)) return true;

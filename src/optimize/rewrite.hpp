@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "pyflame_rt/graph.hpp"
+#include "pyflame_rt/optimize/pass_manager.hpp"
 
 namespace pyflame_rt::optimize {
 
@@ -26,6 +27,18 @@ private:
     const Graph& graph_;
     std::unordered_map<std::string, int> uses_;
     std::unordered_set<std::string> outputs_, inputs_, subgraph_reads_;
+};
+
+// A pass that rewrites one matching node at a time and repeats until no node matches (each
+// rewrite changes who uses what, so the matching starts over on the new graph).
+class NodeRewritePass : public GraphPass {
+public:
+    PassResult run(Graph& graph) const final;
+
+protected:
+    // Rewrites around `node` when it matches, counting what changed in `result`; true if so.
+    virtual bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& node,
+                             PassResult& result) const = 0;
 };
 
 bool has_subgraph(const Node& node);
