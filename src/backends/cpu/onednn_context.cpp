@@ -1,5 +1,7 @@
 #include "backends/cpu/onednn_context.hpp"
 
+#include <omp.h>
+
 #include <array>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +23,10 @@ bool onednn_available() { return onednn::cpu_engine() != nullptr; }
 bool is_onednn_kernel(const ops::OpKernel& kernel) { return dynamic_cast<const onednn::FastKernel*>(&kernel) != nullptr; }
 
 namespace onednn {
+
+void apply_thread_budget(int num_threads) {
+    if (num_threads >= 1 && omp_get_max_threads() != num_threads) omp_set_num_threads(num_threads);
+}
 
 const dnnl::engine* cpu_engine() {
     static const std::unique_ptr<dnnl::engine> engine = []() -> std::unique_ptr<dnnl::engine> {

@@ -8,9 +8,10 @@
 // objects and a per-thread scratchpad (primitives are created with scratchpad_mode::user, so
 // no scratchpad is shared between concurrent executions).
 //
-// Threads: this oneDNN runs on TBB, whose pool is sized from the machine. Capping it per call
-// needs tbb::task_arena, i.e. TBB's headers (tbb-devel), which the build does not have, so
-// KernelContext::num_threads is not applied to oneDNN primitives.
+// Threads: this oneDNN runs on GNU OpenMP. OpenMP's thread count is a per-calling-thread
+// setting, so each compute() applies the session's KernelContext::num_threads to its own
+// thread before running primitives (apply_thread_budget), and sessions with different
+// budgets can run side by side.
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <map>
@@ -24,6 +25,10 @@
 #include "ops/op.hpp"
 
 namespace pyflame_rt::onednn {
+
+// Caps the OpenMP threads oneDNN uses for calls from this thread (n < 1: leave as is).
+void apply_thread_budget(int num_threads);
+
 
 // The process's CPU engine, created on first use; nullptr when there is none, and then every
 // factory returns the reference kernel. There is none when the environment sets

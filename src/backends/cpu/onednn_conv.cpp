@@ -29,6 +29,7 @@ public:
     }
 
     void compute(ops::KernelContext& ctx) const override {
+        apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
         const Tensor& w = ctx.input(1);
         const Tensor* b = ctx.has_input(2) ? &ctx.input(2) : nullptr;

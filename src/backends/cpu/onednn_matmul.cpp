@@ -64,6 +64,7 @@ public:
     }
 
     void compute(ops::KernelContext& ctx) const override {
+        apply_thread_budget(ctx.num_threads);
         const Tensor& a = ctx.input(0);
         const Tensor& b = ctx.input(1);
         if (a.dtype() != DType::Float32 || b.dtype() != DType::Float32 || a.ndim() == 0 || b.ndim() == 0 ||
@@ -151,6 +152,7 @@ public:
     }
 
     void compute(ops::KernelContext& ctx) const override {
+        apply_thread_budget(ctx.num_threads);
         const Tensor& a = ctx.input(0);
         const Tensor& b = ctx.input(1);
         const Tensor* c = ctx.has_input(2) && beta_ != 0.0f ? &ctx.input(2) : nullptr;

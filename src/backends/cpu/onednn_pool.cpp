@@ -61,6 +61,7 @@ public:
           algorithm_(algorithm) {}
 
     void compute(ops::KernelContext& ctx) const override {
+        apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
         if (x.dtype() != DType::Float32 || x.ndim() != window_.kernel_shape.size() + 2 || x.num_elements() == 0)
             return fallback(ctx);
@@ -121,6 +122,7 @@ public:
         : FastKernel(info, std::move(reference)) {}
 
     void compute(ops::KernelContext& ctx) const override {
+        apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
         if (x.dtype() != DType::Float32 || x.ndim() < 3 || x.ndim() > 5 || x.num_elements() == 0) return fallback(ctx);
         const auto entry = cache_.get(x.shape(), [&] {
