@@ -86,3 +86,32 @@ def test_onnx_external_data_loads(tmp_path):
     (tmp_path / "ext.weights").unlink()
     with pytest.raises(rt.InvalidModelError, match="external data"):
         rt.InferenceSession(str(path))
+
+
+def test_onnx_model_with_over_2gb_of_external_weights(tmp_path):
+    """Weights past protobuf's 2 GB limit live in a side file; they are memory-mapped, not parsed."""
+    n = 2**31 + 4096
+    weights = tmp_path / "big.bin"
+    with open(weights, "wb") as f:  # sparse file: zeros except one marker byte
+        f.seek(n - 1)
+        f.write(b"\0")
+    marker = n - 12345
+    with open(weights, "r+b") as f:
+        f.seek(marker)
+        f.write(b"\x07")
+    big = TensorProto(name="big", data_type=TensorProto.UINT8, dims=[n],
+                      data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", "big.bin"), ("offset", "0"), ("length", str(n))):
+        entry = big.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMax", ["big"], ["m"], keepdims=0),
+         helper.make_node("Cast", ["m"], ["y"], to=TensorProto.INT64)], "big",
+        [], [helper.make_tensor_value_info("y", TensorProto.INT64, [])], initializer=[big])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    path = tmp_path / "big.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert path.stat().st_size < 1 << 20
+    (y,) = rt.InferenceSession(str(path)).run(None, {})
+    assert int(y) == 7
