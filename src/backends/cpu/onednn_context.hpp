@@ -146,5 +146,6 @@ ops::KernelFactory factory(const std::string& op_type) {
 void add_conv_kernels(std::map<std::string, ops::KernelFactory>& kernels);
 void add_matmul_kernels(std::map<std::string, ops::KernelFactory>& kernels);
 void add_pool_kernels(std::map<std::string, ops::KernelFactory>& kernels);
+void add_eltwise_kernels(std::map<std::string, ops::KernelFactory>& kernels);  // onednn_eltwise.cpp
 
 }  // namespace pyflame_rt::onednn
