@@ -13,6 +13,22 @@ struct UnaryEntry {
     Step step;
 };
 
+// An entry over `dims` whose primitive `make_pd(md)` describes; null when oneDNN has no
+// optimized implementation (the reference kernel then serves that shape).
+template <typename Primitive, typename MakePd>
+std::shared_ptr<UnaryEntry> build_unary(const Dims& dims, MakePd&& make_pd) {
+    auto e = std::make_shared<UnaryEntry>();
+    e->md = plain_desc(dims);
+    try {
+        const auto pd = make_pd(e->md);
+        if (!optimized(pd)) return nullptr;
+        e->step = Step{Primitive(pd), pd.scratchpad_desc()};
+    } catch (const dnnl::error&) {
+        return nullptr;
+    }
+    return e;
+}
+
 // Runs `entry` from x into a new tensor shaped like x.
 void run_unary(const UnaryEntry& entry, const Tensor& x, ops::KernelContext& ctx) {
     Tensor y(x.shape(), DType::Float32);
@@ -33,18 +49,11 @@ public:
         apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
         if (x.dtype() != DType::Float32 || x.num_elements() == 0) return fallback(ctx);
-        const auto entry = cache_.get({x.num_elements()}, [&]() -> std::shared_ptr<UnaryEntry> {
-            auto e = std::make_shared<UnaryEntry>();
-            e->md = plain_desc({x.num_elements()});
-            try {
-                const dnnl::eltwise_forward::primitive_desc pd(*cpu_engine(), dnnl::prop_kind::forward_inference,
-                                                               algorithm_, e->md, e->md, alpha_, beta_, base_attr());
-                if (!optimized(pd)) return nullptr;
-                e->step = Step{dnnl::eltwise_forward(pd), pd.scratchpad_desc()};
-            } catch (const dnnl::error&) {
-                return nullptr;
-            }
-            return e;
+        const auto entry = cache_.get({x.num_elements()}, [&] {
+            return build_unary<dnnl::eltwise_forward>({x.num_elements()}, [&](const dnnl::memory::desc& md) {
+                return dnnl::eltwise_forward::primitive_desc(*cpu_engine(), dnnl::prop_kind::forward_inference,
+                                                             algorithm_, md, md, alpha_, beta_, base_attr());
+            });
         });
         if (!entry) return fallback(ctx);
         run_unary(*entry, x, ctx);
@@ -93,7 +102,7 @@ public:
         const int64_t rank = static_cast<int64_t>(x.ndim());
         if (x.dtype() != DType::Float32 || x.num_elements() == 0 || rank == 0 || axis_ < -rank || axis_ >= rank)
             return fallback(ctx);  // the reference kernel reports bad axes
-        const auto entry = cache_.get(x.shape(), [&]() -> std::shared_ptr<SoftmaxEntry> {
+        const auto entry = cache_.get(x.shape(), [&] {
             const int64_t axis = axis_ < 0 ? axis_ + rank : axis_;
             Dims dims = to_dims(x.shape());
             int softmax_axis = static_cast<int>(axis);
@@ -103,28 +112,20 @@ public:
                 dims = {outer, inner};
                 softmax_axis = 1;
             }
-            auto e = std::make_shared<SoftmaxEntry>();
-            e->md = plain_desc(dims);
-            try {
-                const dnnl::softmax_forward::primitive_desc pd(*cpu_engine(), dnnl::prop_kind::forward_inference,
-                                                               algorithm_, e->md, e->md, softmax_axis, base_attr());
-                if (!optimized(pd)) return nullptr;
-                e->step = Step{dnnl::softmax_forward(pd), pd.scratchpad_desc()};
-            } catch (const dnnl::error&) {
-                return nullptr;
-            }
-            return e;
+            return build_unary<dnnl::softmax_forward>(dims, [&](const dnnl::memory::desc& md) {
+                return dnnl::softmax_forward::primitive_desc(*cpu_engine(), dnnl::prop_kind::forward_inference,
+                                                             algorithm_, md, md, softmax_axis, base_attr());
+            });
         });
         if (!entry) return fallback(ctx);
         run_unary(*entry, x, ctx);
     }
 
 private:
-    using SoftmaxEntry = UnaryEntry;
     dnnl::algorithm algorithm_;
     bool legacy_;
     int64_t axis_;
-    ShapeCache<SoftmaxEntry> cache_;
+    ShapeCache<UnaryEntry> cache_;
 };
 
 template <dnnl::algorithm Algorithm>
