@@ -144,6 +144,7 @@ void register_quantize_ops(OpTable& table);
 void register_sequence_ops(OpTable& table);
 void register_control_flow_ops(OpTable& table);
 void register_misc_ops(OpTable& table);
+void register_fused_ops(OpTable& table);  // fused_ops.cpp: operators the optimizer creates
 
 // ---- helpers shared by kernels ----
 std::string node_label(const Node& node);  // "'conv1' (Conv)"

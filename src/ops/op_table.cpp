@@ -39,6 +39,7 @@ const OpTable& OpTable::instance() {
         register_sequence_ops(t);
         register_control_flow_ops(t);
         register_misc_ops(t);
+        register_fused_ops(t);  // after Conv and the activations it composes
         return t;
     }();
     return table;

@@ -126,11 +126,64 @@ private:
     }
 };
 
+// Conv -> activation (Relu, LeakyRelu, Sigmoid, Tanh, HardSigmoid, HardSwish, Elu, Clip with
+// constant bounds) becomes FusedConv (com.pyflame): one kernel, one pass over the output.
+class FuseConvActivation : public NodeRewritePass {
+public:
+    std::string name() const override { return "fuse_conv_activation"; }
+    int level() const override { return 2; }
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& conv,
+                     PassResult& r) const override {
+        if (conv->op_type() != "Conv" || !conv->domain().empty() || conv->outputs().size() != 1) return false;
+        const auto* act_ptr = sole_consumer(graph, uses, conv->outputs()[0]);
+        if (!act_ptr || !(*act_ptr)->domain().empty() || (*act_ptr)->inputs()[0] != conv->outputs()[0]) return false;
+        const Node& act = **act_ptr;
+        std::vector<double> params;
+        const std::string& op = act.op_type();
+        if (op == "LeakyRelu") params = {act.get_attribute<double>("alpha", 0.01)};
+        else if (op == "Elu") params = {act.get_attribute<double>("alpha", 1.0)};
+        else if (op == "HardSigmoid") params = {act.get_attribute<double>("alpha", 0.2), act.get_attribute<double>("beta", 0.5)};
+        else if (op == "Clip" && !clip_bounds(graph, uses, act, params)) return false;
+        else if (op != "Relu" && op != "Sigmoid" && op != "Tanh" && op != "HardSwish" && op != "Clip" &&
+                 op != "LeakyRelu" && op != "Elu" && op != "HardSigmoid")
+            return false;
+        auto fused = std::make_shared<Node>("FusedConv", conv->name(), conv->inputs(),
+                                            std::vector<std::string>{act.outputs()[0]});
+        for (const auto& [k, v] : conv->attributes()) fused->set_attribute(k, v);
+        fused->set_domain("com.pyflame");
+        fused->set_attribute("activation", op);
+        if (!params.empty()) fused->set_attribute("activation_params", params);
+        replace_node(graph, conv.get(), fused, &act);
+        graph.opset_imports().emplace("com.pyflame", 1);
+        ++r.nodes_fused;
+        return true;
+    }
+
+private:
+    // Clip's bounds: attributes before opset 11, constant inputs from 11; absent = unbounded.
+    static bool clip_bounds(const Graph& graph, const GraphUses& uses, const Node& clip, std::vector<double>& params) {
+        double lo = clip.get_attribute<double>("min", -3.4028234663852886e38);
+        double hi = clip.get_attribute<double>("max", 3.4028234663852886e38);
+        for (size_t i = 1; i < 3; ++i) {
+            if (!clip.has_input(i)) continue;
+            if (!is_f32_constant(uses, graph, clip.inputs()[i])) return false;
+            const Tensor& t = graph.get_initializer(clip.inputs()[i]);
+            if (t.num_elements() != 1) return false;
+            (i == 1 ? lo : hi) = t.data_ptr<float>()[0];
+        }
+        params = {lo, hi};
+        return true;
+    }
+};
+
 }  // namespace
 
 void add_fusion_passes(std::vector<std::unique_ptr<GraphPass>>& passes) {
     passes.push_back(std::make_unique<FoldConvBatchNorm>());
     passes.push_back(std::make_unique<MatMulAddToGemm>());
+    passes.push_back(std::make_unique<FuseConvActivation>());  // after Conv+BN folding
 }
 
 }  // namespace pyflame_rt::optimize

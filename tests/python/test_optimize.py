@@ -131,3 +131,62 @@ def test_demo_cnn_every_level_matches_torch(tmp_path, level):
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(run_at(str(path), level, {"input": x})[0], expected, rtol=1e-4, atol=1e-5)
+
+
+class ConvActivations(torch.nn.Module):
+    """Each conv followed by a different activation the optimizer fuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = torch.nn.ModuleList([torch.nn.Conv2d(c_in, 8, 3, padding=1) for c_in in (3, 8, 8, 8, 8, 8)])
+        self.acts = [torch.relu, torch.nn.functional.relu6, lambda x: torch.nn.functional.leaky_relu(x, 0.1),
+                     torch.sigmoid, torch.tanh, torch.nn.functional.hardswish]
+
+    def forward(self, x):
+        for conv, act in zip(self.convs, self.acts):
+            x = act(conv(x))
+        return x
+
+
+def export_conv_activations(path):
+    torch.manual_seed(5)
+    model = ConvActivations().eval()
+    torch.onnx.export(model, (torch.randn(1, 3, 12, 12),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
+    return model
+
+
+def test_conv_activation_fusion_matches_torch(tmp_path):
+    path = tmp_path / "convact.onnx"
+    model = export_conv_activations(path)
+    graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
+    results = rt.PassManager().run(graph, level=2)
+    fused = sum(r.nodes_fused for r in results if r.pass_name == "fuse_conv_activation")
+    assert fused == 6
+    assert [n.op_type for n in graph.nodes] == ["FusedConv"] * 6
+    x = np.random.default_rng(3).standard_normal((2, 3, 12, 12)).astype(np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(rt.InferenceSession(graph).run(None, {"x": x})[0], expected, rtol=1e-4, atol=1e-5)
+    # Fused graphs save and load like any other (the op lives in domain com.pyflame).
+    rt.save_model(graph, str(tmp_path / "fused.pfm"))
+    np.testing.assert_allclose(rt.InferenceSession(str(tmp_path / "fused.pfm")).run(None, {"x": x})[0], expected,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_fused_conv_reference_kernels_match_torch(tmp_path):
+    """The same fused model with oneDNN switched off: FusedConv's reference kernel composes Conv
+    and the activation's reference kernels."""
+    import subprocess
+    import os
+    path = tmp_path / "convact.onnx"
+    model = export_conv_activations(path)
+    x = np.random.default_rng(4).standard_normal((1, 3, 12, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = (f"import numpy as np, pyflame_rt as rt; x = np.load({str(tmp_path / 'x.npy')!r}); "
+              f"np.save({str(tmp_path / 'y.npy')!r}, rt.InferenceSession({str(path)!r}).run(None, {{'x': x}})[0])")
+    env = dict(os.environ, PYFLAME_RT_ONEDNN="0")
+    subprocess.run([sys.executable, "-c", script], check=True, env=env)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)

@@ -134,9 +134,9 @@ private:
 // attributes) and, when there is an engine, hands it to Kernel::create, which returns the
 // fast kernel or the reference kernel itself when the node is not one it handles.
 template <typename Kernel>
-ops::KernelFactory factory(const std::string& op_type) {
-    return [op_type](const ops::KernelInfo& info) -> std::unique_ptr<ops::OpKernel> {
-        std::unique_ptr<ops::OpKernel> reference = ops::OpTable::instance().find(op_type)->reference_kernel(info);
+ops::KernelFactory factory(const std::string& op_type, const std::string& domain = "") {
+    return [op_type, domain](const ops::KernelInfo& info) -> std::unique_ptr<ops::OpKernel> {
+        std::unique_ptr<ops::OpKernel> reference = ops::OpTable::instance().find(op_type, domain)->reference_kernel(info);
         if (!cpu_engine()) return reference;
         return Kernel::create(info, std::move(reference));
     };

@@ -24,7 +24,8 @@ public:
     ConvKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
         : FastKernel(info, std::move(reference)),
           window_(ops::WindowAttributes::parse(info.node, false)),
-          group_(info.node.get_attribute<int64_t>("group", 1)) {
+          group_(info.node.get_attribute<int64_t>("group", 1)),
+          attr_(fused_activation_attr(info.node)) {
         if (const Tensor* w = float_constant(info, 1)) weights_.emplace(*w);
     }
 
@@ -108,7 +109,7 @@ private:
             // ones by more than the two activation reorders cost.
             pd.emplace(*cpu_engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
                        any_desc(to_dims(x_shape)), any_desc(w_dims), bias, any_desc(to_dims(entry->out_shape)),
-                       strides, dilations, pad_begin, pad_end, base_attr());
+                       strides, dilations, pad_begin, pad_end, attr_);
         } catch (const dnnl::error&) {
             return nullptr;  // a configuration oneDNN does not implement
         }
@@ -124,8 +125,34 @@ private:
         return entry;
     }
 
+    // FusedConv's activation as an eltwise post-op: applied as each output block is written.
+    static dnnl::primitive_attr fused_activation_attr(const Node& node) {
+        dnnl::primitive_attr attr = base_attr();
+        if (!node.has_attribute("activation")) return attr;
+        const std::string op = node.get_attribute<std::string>("activation");
+        const std::vector<double> p = node.get_attribute<std::vector<double>>("activation_params", {});
+        auto param = [&](size_t i) { return i < p.size() ? static_cast<float>(p[i]) : 0.0f; };
+        using A = dnnl::algorithm;
+        A alg = A::eltwise_relu;
+        float alpha = 0, beta = 0;
+        if (op == "Relu") alg = A::eltwise_relu;
+        else if (op == "LeakyRelu") alg = A::eltwise_relu, alpha = param(0);
+        else if (op == "Sigmoid") alg = A::eltwise_logistic;
+        else if (op == "Tanh") alg = A::eltwise_tanh;
+        else if (op == "Elu") alg = A::eltwise_elu, alpha = param(0);
+        else if (op == "HardSigmoid") alg = A::eltwise_hardsigmoid, alpha = param(0), beta = param(1);
+        else if (op == "HardSwish") alg = A::eltwise_hardswish, alpha = 1.0f / 6.0f, beta = 0.5f;
+        else if (op == "Clip") alg = A::eltwise_clip, alpha = param(0), beta = param(1);
+        else ops::fail_node(node, "unsupported fused activation '" + op + "'");
+        dnnl::post_ops ops;
+        ops.append_eltwise(alg, alpha, beta);
+        attr.set_post_ops(ops);
+        return attr;
+    }
+
     ops::WindowAttributes window_;
     int64_t group_;
+    dnnl::primitive_attr attr_;
     std::optional<PackedConstant> weights_;  // when W is an initializer
     ShapeCache<ConvEntry> cache_;
 };
@@ -134,6 +161,7 @@ private:
 
 void add_conv_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
     kernels["::Conv"] = factory<ConvKernel>("Conv");
+    kernels["com.pyflame::FusedConv"] = factory<ConvKernel>("FusedConv", "com.pyflame");
 }
 
 }  // namespace pyflame_rt::onednn
