@@ -2,7 +2,8 @@
 # Sourced by demo.sh and test.sh: system packages, the Python venv, and the built package.
 #   PYFLAME_REQUIREMENTS  requirements file for the venv (default requirements/test.txt)
 #   PYFLAME_BUILD_TESTS   OFF to skip the GoogleTest suite (default ON: demo and tests share one build)
-# The venv lives in a cache folder keyed by the hash of the requirement files, and .venv
+# The venv lives in a cache folder keyed by the hash of the build/demo/test requirement files
+# (bench/ adds its extras to the same venv on demand), and .venv
 # links to it, so a fresh clone on the same machine reuses gigabytes of installed wheels.
 set -euo pipefail
 
@@ -13,7 +14,7 @@ cd "$ROOT"
 
 PYTHON="${PYFLAME_PYTHON:-$(command -v python3)}"
 reqs="${PYFLAME_REQUIREMENTS:-requirements/test.txt}"
-key=$(cat requirements/*.txt | sha256sum | cut -c1-16)-$("$PYTHON" -c 'import sys;print("py%d%d"%sys.version_info[:2])')
+key=$(cat requirements/build.txt requirements/demo.txt requirements/test.txt | sha256sum | cut -c1-16)-$("$PYTHON" -c 'import sys;print("py%d%d"%sys.version_info[:2])')
 cache="${PYFLAME_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pyflame_rt}"
 venv="$cache/venv-$key"
 stamp="$venv/.installed-$(basename "$reqs" .txt)"
