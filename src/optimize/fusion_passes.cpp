@@ -126,8 +126,55 @@ private:
     }
 };
 
-// Conv -> activation (Relu, LeakyRelu, Sigmoid, Tanh, HardSigmoid, HardSwish, Elu, Clip with
-// constant bounds) becomes FusedConv (com.pyflame): one kernel, one pass over the output.
+bool is_conv(const Node& n) { return n.op_type() == "Conv" && n.domain().empty() && n.outputs().size() == 1; }
+bool is_fused_conv(const Node& n) { return n.op_type() == "FusedConv" && n.domain() == "com.pyflame"; }
+
+// A FusedConv node replacing `conv` (a Conv or a FusedConv), writing `output`.
+std::shared_ptr<Node> fused_conv_from(const Node& conv, const std::string& output) {
+    auto fused = std::make_shared<Node>("FusedConv", conv.name(), conv.inputs(), std::vector<std::string>{output});
+    for (const auto& [k, v] : conv.attributes()) fused->set_attribute(k, v);
+    fused->set_domain("com.pyflame");
+    return fused;
+}
+
+size_t rank_of(const Graph& graph, const std::string& name) {
+    for (const auto& in : graph.inputs())
+        if (in.name == name) return in.rank_known ? in.shape.size() : 0;
+    auto it = graph.value_infos().find(name);
+    return it != graph.value_infos().end() && it->second.rank_known ? it->second.shape.size() : 0;
+}
+
+// Conv -> Add(residual) becomes FusedConv(X, W, B, Z): the residual is summed into the
+// convolution's output as it is written (ResNet's shortcut connections).
+class FuseConvAdd : public NodeRewritePass {
+public:
+    std::string name() const override { return "fuse_conv_add"; }
+    int level() const override { return 2; }
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& conv,
+                     PassResult& r) const override {
+        if (!is_conv(*conv)) return false;
+        const auto* add_ptr = sole_consumer(graph, uses, conv->outputs()[0]);
+        if (!add_ptr || (*add_ptr)->op_type() != "Add" || !(*add_ptr)->domain().empty()) return false;
+        const Node& add = **add_ptr;
+        if (add.inputs().size() != 2 || add.inputs()[0] == add.inputs()[1]) return false;
+        const std::string& residual = add.inputs()[0] == conv->outputs()[0] ? add.inputs()[1] : add.inputs()[0];
+        // Same rank as the output: the residual cannot broadcast the result to a bigger shape.
+        const size_t rank = rank_of(graph, conv->outputs()[0]);
+        if (rank == 0 || rank_of(graph, residual) != rank) return false;
+        auto fused = fused_conv_from(*conv, add.outputs()[0]);
+        fused->set_input(3, residual);  // an absent bias stays an empty input name
+        replace_node(graph, conv.get(), fused, &add);
+        graph.opset_imports().emplace("com.pyflame", 1);
+        ++r.nodes_fused;
+        return true;
+    }
+};
+
+// Conv (or a FusedConv without one) -> activation (Relu, LeakyRelu, Sigmoid, Tanh,
+// HardSigmoid, HardSwish, Elu, Clip with constant bounds) becomes FusedConv (com.pyflame): one
+// kernel, one pass over the output.
 class FuseConvActivation : public NodeRewritePass {
 public:
     std::string name() const override { return "fuse_conv_activation"; }
@@ -136,7 +183,7 @@ public:
 protected:
     bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& conv,
                      PassResult& r) const override {
-        if (conv->op_type() != "Conv" || !conv->domain().empty() || conv->outputs().size() != 1) return false;
+        if (!is_conv(*conv) && !(is_fused_conv(*conv) && !conv->has_attribute("activation"))) return false;
         const auto* act_ptr = sole_consumer(graph, uses, conv->outputs()[0]);
         if (!act_ptr || !(*act_ptr)->domain().empty() || (*act_ptr)->inputs()[0] != conv->outputs()[0]) return false;
         const Node& act = **act_ptr;
@@ -149,10 +196,7 @@ protected:
         else if (op != "Relu" && op != "Sigmoid" && op != "Tanh" && op != "HardSwish" && op != "Clip" &&
                  op != "LeakyRelu" && op != "Elu" && op != "HardSigmoid")
             return false;
-        auto fused = std::make_shared<Node>("FusedConv", conv->name(), conv->inputs(),
-                                            std::vector<std::string>{act.outputs()[0]});
-        for (const auto& [k, v] : conv->attributes()) fused->set_attribute(k, v);
-        fused->set_domain("com.pyflame");
+        auto fused = fused_conv_from(*conv, act.outputs()[0]);
         fused->set_attribute("activation", op);
         if (!params.empty()) fused->set_attribute("activation_params", params);
         replace_node(graph, conv.get(), fused, &act);
@@ -183,7 +227,8 @@ private:
 void add_fusion_passes(std::vector<std::unique_ptr<GraphPass>>& passes) {
     passes.push_back(std::make_unique<FoldConvBatchNorm>());
     passes.push_back(std::make_unique<MatMulAddToGemm>());
-    passes.push_back(std::make_unique<FuseConvActivation>());  // after Conv+BN folding
+    passes.push_back(std::make_unique<FuseConvAdd>());         // after Conv+BN folding
+    passes.push_back(std::make_unique<FuseConvActivation>());  // after the residual add
 }
 
 }  // namespace pyflame_rt::optimize

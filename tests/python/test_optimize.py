@@ -190,3 +190,47 @@ def test_fused_conv_reference_kernels_match_torch(tmp_path):
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)
+
+
+class ResidualBlocks(torch.nn.Module):
+    """Conv -> BN -> (+ shortcut) -> ReLU, twice: the pattern of ResNet's basic blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.c1 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.b1 = torch.nn.BatchNorm2d(8)
+        self.c2 = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = torch.relu(self.b1(self.c1(x)) + x)
+        return torch.relu(x + self.c2(x))  # residual on the left this time
+
+
+@pytest.mark.parametrize("onednn", ["1", "0"])
+def test_conv_residual_fusion_matches_torch(tmp_path, onednn):
+    import os
+    import subprocess
+    torch.manual_seed(9)
+    model = ResidualBlocks().eval()
+    with torch.no_grad():
+        model.b1.running_mean.uniform_(-0.5, 0.5)
+        model.b1.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "res.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3, 10, 10),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
+    graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
+    results = rt.PassManager().run(graph, level=2)
+    fused = {r.pass_name: r.nodes_fused for r in results if r.nodes_fused}
+    assert fused.get("fuse_conv_add") == 2 and fused.get("fuse_conv_activation") == 3
+    assert [n.op_type for n in graph.nodes] == ["FusedConv"] * 3
+    rt.save_model(graph, str(tmp_path / "res.pfm"))
+    x = np.random.default_rng(11).standard_normal((2, 3, 10, 10)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = (f"import numpy as np, pyflame_rt as rt; x = np.load({str(tmp_path / 'x.npy')!r}); "
+              f"np.save({str(tmp_path / 'y.npy')!r}, rt.InferenceSession({str(tmp_path / 'res.pfm')!r}).run(None, {{'x': x}})[0])")
+    subprocess.run([sys.executable, "-c", script], check=True, env=dict(os.environ, PYFLAME_RT_ONEDNN=onednn))
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)

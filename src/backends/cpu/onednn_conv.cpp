@@ -1,6 +1,9 @@
 // Conv (1-D, 2-D, 3-D; float32) on oneDNN's convolution: groups (depthwise included),
-// strides, dilations, explicit and automatic pads, optional bias.
+// strides, dilations, explicit and automatic pads, optional bias. FusedConv (com.pyflame) adds a
+// residual Z (a sum post-op: the output buffer starts as Z) and an activation (eltwise post-op).
 #include "backends/cpu/onednn_context.hpp"
+
+#include <cstring>
 
 namespace pyflame_rt::onednn {
 namespace {
@@ -12,6 +15,7 @@ struct ConvEntry {
     dnnl::memory::desc src, weights, dst;          // the layouts the convolution uses
     Step conv;
     std::optional<Step> src_reorder, weights_reorder, dst_reorder;  // where the layouts differ
+    std::optional<Step> residual_reorder;           // Z (plain) into dst's layout, for the sum
     dnnl::memory packed_weights;                   // constant weights, already in `weights`
 };
 
@@ -25,7 +29,8 @@ public:
         : FastKernel(info, std::move(reference)),
           window_(ops::WindowAttributes::parse(info.node, false)),
           group_(info.node.get_attribute<int64_t>("group", 1)),
-          attr_(fused_activation_attr(info.node)) {
+          has_residual_(info.node.has_input(3)),
+          attr_(post_ops_attr(info.node)) {
         if (const Tensor* w = float_constant(info, 1)) weights_.emplace(*w);
     }
 
@@ -40,6 +45,8 @@ public:
         key.push_back(b != nullptr);
         const auto entry = cache_.get(key, [&] { return build(x.shape(), w.shape(), b != nullptr); });
         if (!entry) return fallback(ctx);
+        const Tensor* z = has_residual_ ? &ctx.input(3) : nullptr;
+        if (z && (z->dtype() != DType::Float32 || z->shape() != entry->out_shape)) return fallback(ctx);  // broadcasting
 
         Tensor y(entry->out_shape, DType::Float32);
         dnnl::stream stream(*cpu_engine());
@@ -50,6 +57,11 @@ public:
                                                                       entry->weights, Buffer::Weights);
         const dnnl::memory y_memory = memory_over(entry->y_plain, y.data());
         const dnnl::memory dst = entry->dst_reorder ? thread_memory(entry->dst, Buffer::Dst) : y_memory;
+        if (z) {  // the sum post-op adds the convolution to what dst holds: start from Z
+            const dnnl::memory z_memory = memory_over(entry->y_plain, z->data());
+            if (entry->residual_reorder) entry->residual_reorder->execute(stream, {{DNNL_ARG_FROM, z_memory}, {DNNL_ARG_TO, dst}});
+            else std::memcpy(y.data(), z->data(), y.size_bytes());
+        }
         std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
         if (b) args.emplace(DNNL_ARG_BIAS, memory_over(plain_desc({b->shape()[0]}), b->data()));
         entry->conv.execute(stream, std::move(args));
@@ -120,15 +132,22 @@ private:
         entry->conv = Step{dnnl::convolution_forward(*pd), pd->scratchpad_desc()};
         entry->src_reorder = reorder_if_needed(entry->x_plain, entry->src);
         entry->dst_reorder = reorder_if_needed(entry->dst, entry->y_plain);
+        if (has_residual_) entry->residual_reorder = reorder_if_needed(entry->y_plain, entry->dst);
         if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
         else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
         return entry;
     }
 
-    // FusedConv's activation as an eltwise post-op: applied as each output block is written.
-    static dnnl::primitive_attr fused_activation_attr(const Node& node) {
+    // FusedConv's residual (sum) and activation (eltwise) as post-ops, in that order: applied as
+    // each output block is written.
+    static dnnl::primitive_attr post_ops_attr(const Node& node) {
         dnnl::primitive_attr attr = base_attr();
-        if (!node.has_attribute("activation")) return attr;
+        dnnl::post_ops ops;
+        if (node.has_input(3)) ops.append_sum(1.0f);
+        if (!node.has_attribute("activation")) {
+            attr.set_post_ops(ops);
+            return attr;
+        }
         const std::string op = node.get_attribute<std::string>("activation");
         const std::vector<double> p = node.get_attribute<std::vector<double>>("activation_params", {});
         auto param = [&](size_t i) { return i < p.size() ? static_cast<float>(p[i]) : 0.0f; };
@@ -144,7 +163,6 @@ private:
         else if (op == "HardSwish") alg = A::eltwise_hardswish, alpha = 1.0f / 6.0f, beta = 0.5f;
         else if (op == "Clip") alg = A::eltwise_clip, alpha = param(0), beta = param(1);
         else ops::fail_node(node, "unsupported fused activation '" + op + "'");
-        dnnl::post_ops ops;
         ops.append_eltwise(alg, alpha, beta);
         attr.set_post_ops(ops);
         return attr;
@@ -152,6 +170,7 @@ private:
 
     ops::WindowAttributes window_;
     int64_t group_;
+    bool has_residual_;
     dnnl::primitive_attr attr_;
     std::optional<PackedConstant> weights_;  // when W is an initializer
     ShapeCache<ConvEntry> cache_;
