@@ -47,6 +47,12 @@ def main() -> int:
     for w in s.warnings:
         print(f"  warning: {w}")
 
+    # What the session's optimizer (level 2, the default) does to this graph, shown on a copy.
+    optimized = pyflame_rt.import_module.ONNXImporter().import_model(args.model).graph
+    changes = [r for r in pyflame_rt.PassManager().run(optimized, level=2) if r.changed]
+    summary = ", ".join(f"{r.pass_name} ({r.nodes_removed + r.nodes_fused})" for r in changes)
+    print(f"optimizer: {len(result.graph.nodes)} -> {len(optimized.nodes)} nodes: {summary or 'nothing to do'}")
+
     with tempfile.TemporaryDirectory() as tmp:
         # 2. Save as .pfm and load it back into a session.
         pfm_path = Path(tmp) / (Path(args.model).stem + ".pfm")
