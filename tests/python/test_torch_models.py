@@ -89,3 +89,26 @@ def test_mlp_via_pfm_matches_torch(tmp_path):
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_transformer_encoder_matches_torch(tmp_path):
+    """Attention, LayerNormalization, GELU (Erf), Softmax and batched MatMul, as a BERT layer."""
+    torch.manual_seed(4)
+    layer = nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, dropout=0.0, activation="gelu",
+                                       batch_first=True)
+    model = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False).eval()
+    path = tmp_path / "encoder.onnx"
+    # torch's fused attention fast path has no ONNX export: off while exporting.
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        torch.onnx.export(model, (torch.randn(1, 16, 64),), str(path), input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    x = np.random.default_rng(8).standard_normal((3, 16, 64)).astype(np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    got = pyflame_rt.InferenceSession(str(path)).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

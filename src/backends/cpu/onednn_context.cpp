@@ -17,6 +17,7 @@ void register_onednn_kernels(std::map<std::string, ops::KernelFactory>& kernels)
     onednn::add_matmul_kernels(kernels);
     onednn::add_pool_kernels(kernels);
     onednn::add_eltwise_kernels(kernels);
+    onednn::add_norm_kernels(kernels);
 }
 
 bool onednn_available() { return onednn::cpu_engine() != nullptr; }

@@ -147,5 +147,6 @@ void add_conv_kernels(std::map<std::string, ops::KernelFactory>& kernels);
 void add_matmul_kernels(std::map<std::string, ops::KernelFactory>& kernels);
 void add_pool_kernels(std::map<std::string, ops::KernelFactory>& kernels);
 void add_eltwise_kernels(std::map<std::string, ops::KernelFactory>& kernels);  // onednn_eltwise.cpp
+void add_norm_kernels(std::map<std::string, ops::KernelFactory>& kernels);     // onednn_norm.cpp
 
 }  // namespace pyflame_rt::onednn

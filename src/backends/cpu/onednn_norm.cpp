@@ -1,0 +1,83 @@
+// LayerNormalization (float32) on oneDNN's layer normalization: the input seen as a matrix
+// (prod(dims[:axis]), prod(dims[axis:])) normalized along its rows, with per-column scale and
+// bias of exactly that row length. Broadcast scale/bias and the optional Mean/InvStdDev
+// outputs stay with the reference kernel.
+#include "backends/cpu/onednn_context.hpp"
+
+namespace pyflame_rt::onednn {
+namespace {
+
+struct LayerNormEntry {
+    dnnl::memory::desc data, params;
+    Step step;
+};
+
+class LayerNormKernel final : public FastKernel {
+public:
+    static std::unique_ptr<ops::OpKernel> create(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference) {
+        const auto& outputs = info.node.outputs();
+        for (size_t i = 1; i < outputs.size(); ++i)
+            if (!outputs[i].empty()) return reference;  // Mean / InvStdDev requested
+        return std::make_unique<LayerNormKernel>(info, std::move(reference));
+    }
+
+    LayerNormKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
+        : FastKernel(info, std::move(reference)),
+          axis_(info.node.get_attribute<int64_t>("axis", -1)),
+          epsilon_(static_cast<float>(info.node.get_attribute<double>("epsilon", 1e-5))) {}
+
+    void compute(ops::KernelContext& ctx) const override {
+        apply_thread_budget(ctx.num_threads);
+        const Tensor& x = ctx.input(0);
+        const int64_t rank = static_cast<int64_t>(x.ndim());
+        if (x.dtype() != DType::Float32 || x.num_elements() == 0 || axis_ < -rank || axis_ >= rank || !ctx.has_input(1))
+            return fallback(ctx);
+        const int64_t axis = axis_ < 0 ? axis_ + rank : axis_;
+        int64_t rows = 1, cols = 1;
+        for (int64_t d = 0; d < rank; ++d) (d < axis ? rows : cols) *= x.shape()[d];
+        const Tensor& scale = ctx.input(1);
+        const Tensor* bias = ctx.has_input(2) ? &ctx.input(2) : nullptr;
+        if (scale.dtype() != DType::Float32 || scale.num_elements() != cols ||
+            (bias && (bias->dtype() != DType::Float32 || bias->num_elements() != cols)))
+            return fallback(ctx);  // broadcast parameters
+        const auto entry = cache_.get({rows, cols, bias != nullptr}, [&]() -> std::shared_ptr<LayerNormEntry> {
+            auto e = std::make_shared<LayerNormEntry>();
+            e->data = plain_desc({rows, cols});
+            e->params = plain_desc({cols});
+            auto flags = dnnl::normalization_flags::use_scale;
+            if (bias) flags = flags | dnnl::normalization_flags::use_shift;
+            try {
+                const dnnl::layer_normalization_forward::primitive_desc pd(
+                    *cpu_engine(), dnnl::prop_kind::forward_inference, e->data, e->data, epsilon_, flags, base_attr());
+                if (!optimized(pd)) return nullptr;
+                e->step = Step{dnnl::layer_normalization_forward(pd), pd.scratchpad_desc()};
+            } catch (const dnnl::error&) {
+                return nullptr;
+            }
+            return e;
+        });
+        if (!entry) return fallback(ctx);
+        Tensor y(x.shape(), DType::Float32);
+        dnnl::stream stream(*cpu_engine());
+        std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, memory_over(entry->data, x.data())},
+                                                   {DNNL_ARG_DST, memory_over(entry->data, y.data())},
+                                                   {DNNL_ARG_SCALE, memory_over(entry->params, scale.data())}};
+        if (bias) args.emplace(DNNL_ARG_SHIFT, memory_over(entry->params, bias->data()));
+        entry->step.execute(stream, std::move(args));
+        stream.wait();
+        ctx.outputs[0] = std::move(y);
+    }
+
+private:
+    int64_t axis_;
+    float epsilon_;
+    ShapeCache<LayerNormEntry> cache_;
+};
+
+}  // namespace
+
+void add_norm_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
+    kernels["::LayerNormalization"] = factory<LayerNormKernel>("LayerNormalization");
+}
+
+}  // namespace pyflame_rt::onednn
