@@ -7,7 +7,10 @@ set(_onednn_hints)
 if(ONEDNN_ROOT)
   list(APPEND _onednn_hints ${ONEDNN_ROOT})
 endif()
-find_program(_onednn_python NAMES python3 python HINTS ${Python_EXECUTABLE} $ENV{VIRTUAL_ENV}/bin NO_CACHE)
+# The interpreter whose wheels to look in: Python_EXECUTABLE, an active venv, the project's
+# .venv (what ./scripts/setup-env.sh makes), then PATH.
+find_program(_onednn_python NAMES python3 python
+             HINTS $ENV{VIRTUAL_ENV}/bin ${PROJECT_SOURCE_DIR}/.venv/bin NO_CACHE NO_CMAKE_SYSTEM_PATH)
 if(Python_EXECUTABLE)
   set(_onednn_python ${Python_EXECUTABLE})
 endif()

@@ -10,6 +10,7 @@
 #include "ops/dispatch.hpp"
 #include "ops/float_formats.hpp"
 #include "ops/op.hpp"
+#include "test_util.hpp"
 
 namespace pyflame_rt::ops {
 namespace {
@@ -54,16 +55,7 @@ std::optional<TensorInfo> infer(const Node& node, const std::vector<std::optiona
     return ctx.outputs[0];
 }
 
-template <typename F>
-void expect_validation_error(F&& f, const std::vector<std::string>& needles) {
-    try {
-        f();
-        ADD_FAILURE() << "expected a ValidationError";
-    } catch (const ValidationError& e) {
-        for (const auto& needle : needles)
-            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "'" << needle << "' not in: " << e.what();
-    }
-}
+using pyflame_rt::testing::expect_validation_error;
 
 // ---- broadcasting ----
 

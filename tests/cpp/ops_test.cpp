@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "ops/op.hpp"
+#include "test_util.hpp"
 
 namespace pyflame_rt::ops {
 namespace {
@@ -109,17 +110,7 @@ void expect_info(const std::optional<TensorInfo>& got, DType dtype, const Shape&
     EXPECT_EQ(shape_to_string(got->shape), shape_to_string(shape));
 }
 
-// Runs f and expects a ValidationError whose message contains every needle.
-template <typename F>
-void expect_validation_error(F&& f, const std::vector<std::string>& needles) {
-    try {
-        f();
-        ADD_FAILURE() << "expected a ValidationError";
-    } catch (const ValidationError& e) {
-        for (const auto& needle : needles)
-            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "'" << needle << "' not in: " << e.what();
-    }
-}
+using pyflame_rt::testing::expect_validation_error;
 
 // Calls f(index) for each multi-index of the box `dims`, in row-major order.
 void for_each_index(const std::vector<int64_t>& dims, const std::function<void(const std::vector<int64_t>&)>& f) {

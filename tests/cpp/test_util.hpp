@@ -9,9 +9,23 @@
 #include <unistd.h>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "pyflame_rt/pyflame_rt.hpp"
 
 namespace pyflame_rt::testing {
+
+// Runs f and expects a ValidationError whose message contains every needle.
+template <typename F>
+void expect_validation_error(F&& f, const std::vector<std::string>& needles) {
+    try {
+        f();
+        ADD_FAILURE() << "expected a ValidationError";
+    } catch (const ValidationError& e) {
+        for (const auto& needle : needles)
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "'" << needle << "' not in: " << e.what();
+    }
+}
 
 inline Tensor make_tensor(const std::vector<int64_t>& shape, const std::vector<float>& values) {
     Tensor t(shape, DType::Float32);
