@@ -9,8 +9,11 @@ if(ONEDNN_ROOT)
 endif()
 # The interpreter whose wheels to look in: Python_EXECUTABLE, an active venv, the project's
 # .venv (what ./scripts/setup-env.sh makes), then PATH.
-find_program(_onednn_python NAMES python3 python
-             HINTS $ENV{VIRTUAL_ENV}/bin ${PROJECT_SOURCE_DIR}/.venv/bin NO_CACHE NO_CMAKE_SYSTEM_PATH)
+set(_onednn_python_hints ${PROJECT_SOURCE_DIR}/.venv/bin)
+if(DEFINED ENV{VIRTUAL_ENV})
+  list(PREPEND _onednn_python_hints $ENV{VIRTUAL_ENV}/bin)
+endif()
+find_program(_onednn_python NAMES python3 python HINTS ${_onednn_python_hints} NO_CACHE NO_CMAKE_SYSTEM_PATH)
 if(Python_EXECUTABLE)
   set(_onednn_python ${Python_EXECUTABLE})
 endif()
