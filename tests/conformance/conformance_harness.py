@@ -454,6 +454,16 @@ HEADER = f"""\
 """
 
 
+# Tests whose expected outputs were drawn from an unseeded random generator (numpy's global
+# one): whether a correct runtime matches them is chance, so they are neither passes nor
+# failures and are kept out of known_failures.txt (which would otherwise flip between runs).
+NONDETERMINISTIC = {
+    name: "expected values come from an unseeded random generator: matching them is chance"
+    for name in ("node/test_bernoulli", "node/test_bernoulli_double", "node/test_bernoulli_expanded",
+                 "node/test_bernoulli_double_expanded")
+}
+
+
 def load_known_failures(path: Path = KNOWN_FAILURES_FILE) -> Dict[str, str]:
     """test id -> reason. A missing file means no known failures."""
     known: Dict[str, str] = {}
@@ -477,7 +487,7 @@ def write_known_failures(results: Iterable[Result], path: Path = KNOWN_FAILURES_
         suite, _, name = r.test_id.partition("/")
         return (SUITES.index(suite) if suite in SUITES else len(SUITES), suite, name)
 
-    failed = sorted((r for r in results if not r.passed), key=order)
+    failed = sorted((r for r in results if not r.passed and r.test_id not in NONDETERMINISTIC), key=order)
     lines = [HEADER]
     lines += [f"{r.test_id}  # {r.reason or 'failed'}\n" for r in failed]
     tmp = Path(str(path) + ".tmp")

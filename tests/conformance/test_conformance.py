@@ -38,6 +38,10 @@ def test_conformance(test, request):
     props = request.node.user_properties
     props.append(("conformance_suite", test.suite))
 
+    if test.id in harness.NONDETERMINISTIC:  # run (it must not crash), but pass or fail is chance
+        props.append(("conformance", "known_failure"))
+        pytest.xfail(harness.NONDETERMINISTIC[test.id])
+
     if result.passed:
         if known_reason is not None:
             props.append(("conformance", "stale"))
