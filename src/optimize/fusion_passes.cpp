@@ -1,5 +1,6 @@
 // Level 2: Conv+BatchNormalization folding, MatMul+Add -> Gemm.
 #include <cmath>
+#include <unordered_set>
 
 #include "optimize/passes.hpp"
 #include "optimize/rewrite.hpp"
@@ -222,6 +223,61 @@ private:
     }
 };
 
+// x * 0.5 * (1 + erf(x / sqrt(2))) as torch exports it — Div(x, sqrt 2) -> Erf -> Add(1) ->
+// Mul(x) -> Mul(0.5) — becomes one Gelu node (one vectorized pass instead of five).
+class FuseGelu : public NodeRewritePass {
+public:
+    std::string name() const override { return "fuse_gelu"; }
+    int level() const override { return 2; }
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& erf,
+                     PassResult& r) const override {
+        if (erf->op_type() != "Erf" || !erf->domain().empty() || erf->inputs().size() != 1) return false;
+        const Node* div = producer(graph, erf->inputs()[0]);
+        if (!div || div->op_type() != "Div" || !div->domain().empty() || uses.uses(erf->inputs()[0]) != 1 ||
+            !uses.is_internal(erf->inputs()[0]) || !is_scalar(graph, uses, div->inputs()[1], 1.4142135623730951))
+            return false;
+        const std::string& x = div->inputs()[0];
+        const auto* add = sole_consumer(graph, uses, erf->outputs()[0]);
+        if (!add || (*add)->op_type() != "Add" || !is_scalar(graph, uses, other_input(**add, erf->outputs()[0]), 1.0))
+            return false;
+        const auto* mul = sole_consumer(graph, uses, (*add)->outputs()[0]);
+        if (!mul || (*mul)->op_type() != "Mul" || other_input(**mul, (*add)->outputs()[0]) != x) return false;
+        const auto* half = sole_consumer(graph, uses, (*mul)->outputs()[0]);
+        if (!half || (*half)->op_type() != "Mul" || !is_scalar(graph, uses, other_input(**half, (*mul)->outputs()[0]), 0.5))
+            return false;
+        auto gelu = std::make_shared<Node>("Gelu", unique_name(graph, erf->name() + "_gelu"), std::vector<std::string>{x},
+                                           (*half)->outputs());
+        const std::unordered_set<const Node*> gone{div, erf.get(), add->get(), mul->get(), half->get()};
+        std::vector<std::shared_ptr<Node>> nodes;
+        for (const auto& n : graph.nodes()) {
+            if (n.get() == half->get()) nodes.push_back(gelu);
+            else if (!gone.count(n.get())) nodes.push_back(n);
+        }
+        graph.set_nodes(std::move(nodes));
+        r.nodes_fused += 4;
+        return true;
+    }
+
+private:
+    static const Node* producer(const Graph& graph, const std::string& value) {
+        for (const auto& n : graph.nodes())
+            for (const auto& out : n->outputs())
+                if (out == value) return n.get();
+        return nullptr;
+    }
+    static std::string other_input(const Node& binary, const std::string& one) {
+        if (binary.inputs().size() != 2 || !binary.domain().empty()) return {};
+        return binary.inputs()[0] == one ? binary.inputs()[1] : binary.inputs()[0];
+    }
+    static bool is_scalar(const Graph& graph, const GraphUses& uses, const std::string& name, double value) {
+        if (!is_f32_constant(uses, graph, name)) return false;
+        const Tensor& t = graph.get_initializer(name);
+        return t.num_elements() == 1 && std::fabs(t.data_ptr<float>()[0] - value) < 1e-5 * std::fabs(value);
+    }
+};
+
 }  // namespace
 
 void add_fusion_passes(std::vector<std::unique_ptr<GraphPass>>& passes) {
@@ -229,6 +285,7 @@ void add_fusion_passes(std::vector<std::unique_ptr<GraphPass>>& passes) {
     passes.push_back(std::make_unique<MatMulAddToGemm>());
     passes.push_back(std::make_unique<FuseConvAdd>());         // after Conv+BN folding
     passes.push_back(std::make_unique<FuseConvActivation>());  // after the residual add
+    passes.push_back(std::make_unique<FuseGelu>());
 }
 
 }  // namespace pyflame_rt::optimize

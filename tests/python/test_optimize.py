@@ -234,3 +234,22 @@ def test_conv_residual_fusion_matches_torch(tmp_path, onednn):
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_gelu_pattern_fusion_matches_torch(tmp_path):
+    torch.manual_seed(12)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 8)).eval()
+    path = tmp_path / "gelu.onnx"
+    torch.onnx.export(model, (torch.randn(2, 32),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
+    graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
+    assert "Erf" in [n.op_type for n in graph.nodes]
+    results = rt.PassManager().run(graph, level=2)
+    assert sum(r.nodes_fused for r in results if r.pass_name == "fuse_gelu") == 4
+    ops = [n.op_type for n in graph.nodes]
+    assert "Gelu" in ops and "Erf" not in ops
+    x = np.random.default_rng(13).standard_normal((5, 32)).astype(np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(rt.InferenceSession(graph).run(None, {"x": x})[0], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_at(str(path), 0, {"x": x})[0], expected, rtol=1e-4, atol=1e-5)
