@@ -60,8 +60,10 @@ public:
     int level() const override { return 1; }
     PassResult run(Graph& graph) const override {
         PassResult r{name()};
+        // Folding turns outputs into initializers; GraphUses reads constness from the graph
+        // itself, so one instance serves the whole pass.
+        const GraphUses uses(graph);
         for (const auto& node : graph.topological_sort()) {
-            const GraphUses uses(graph);
             if (!foldable(*node, uses)) continue;
             const ops::OpSchema* schema = ops::OpTable::instance().find(node->op_type(), node->domain());
             try {

@@ -591,8 +591,8 @@ Tensor naive_conv(const Tensor& x, const Tensor& w, const Tensor* bias, Window w
     return y;
 }
 
-Node conv_node(const Window& win, int64_t group, bool bias) {
-    Node node = make_node("Conv", bias ? 3 : 2);
+// strides, dilations and pads (begins then ends) where the window gives them.
+void set_window_attributes(Node& node, const Window& win) {
     if (!win.strides.empty()) node.set_attribute("strides", win.strides);
     if (!win.dilations.empty()) node.set_attribute("dilations", win.dilations);
     if (!win.pads_begin.empty()) {
@@ -600,6 +600,11 @@ Node conv_node(const Window& win, int64_t group, bool bias) {
         pads.insert(pads.end(), win.pads_end.begin(), win.pads_end.end());
         node.set_attribute("pads", pads);
     }
+}
+
+Node conv_node(const Window& win, int64_t group, bool bias) {
+    Node node = make_node("Conv", bias ? 3 : 2);
+    set_window_attributes(node, win);
     if (group != 1) node.set_attribute("group", group);
     return node;
 }
@@ -790,13 +795,7 @@ Tensor naive_pool(const Tensor& x, const std::vector<int64_t>& kernel, Window wi
 Node pool_node(const std::string& op, const std::vector<int64_t>& kernel, const Window& win) {
     Node node = make_node(op, 1);
     node.set_attribute("kernel_shape", kernel);
-    if (!win.strides.empty()) node.set_attribute("strides", win.strides);
-    if (!win.dilations.empty()) node.set_attribute("dilations", win.dilations);
-    if (!win.pads_begin.empty()) {
-        std::vector<int64_t> pads = win.pads_begin;
-        pads.insert(pads.end(), win.pads_end.begin(), win.pads_end.end());
-        node.set_attribute("pads", pads);
-    }
+    set_window_attributes(node, win);
     return node;
 }
 
