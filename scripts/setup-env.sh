@@ -36,6 +36,8 @@ ln -sfn "$venv" "$ROOT/.venv"
 
 export PATH="$ROOT/.venv/bin:$PATH"
 export CCACHE_DIR="${CCACHE_DIR:-$cache/ccache}"
+# Paths relative to the clone, so every clone and build directory shares cache hits.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}"
 
 # One incremental build directory, shared by pip (scikit-build-core) and ctest: the build
