@@ -29,6 +29,7 @@ public:
     const std::vector<TensorInfo>& inputs() const { return inputs_; }
     const std::vector<TensorInfo>& outputs() const { return outputs_; }
     const std::unordered_map<std::string, TensorInfo>& value_infos() const { return value_infos_; }
+    void set_inputs(std::vector<TensorInfo> inputs) { inputs_ = std::move(inputs); }
     void set_outputs(std::vector<TensorInfo> outputs) { outputs_ = std::move(outputs); }
     // Replaces the node list (graph rewrites). Nodes may be shared with copies of this graph:
     // rewrite by replacing a node with a changed copy, never by mutating it.

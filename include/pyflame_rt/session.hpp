@@ -14,6 +14,16 @@
 
 namespace pyflame_rt {
 
+// The session's memory: what its plan reserved at creation and what runs took from the heap.
+struct SessionMemoryStats {
+    int64_t weights_bytes = 0;      // initializers of the optimized graph
+    int64_t planned_bytes = 0;      // arena buffers reserved at creation (tensors of known shape)
+    int64_t arena_bytes = 0;        // arena buffers owned now (in use + free)
+    int64_t peak_in_use_bytes = 0;  // most arena bytes in use at once
+    int64_t heap_allocations = 0;   // arena buffers ever taken from the heap: constant across
+                                    // steady-state runs of a static-shape model
+};
+
 class InferenceSession {
 public:
     // `model_path`: a .pfm file, or any format the ImporterRegistry knows (.onnx).
@@ -41,6 +51,7 @@ public:
     std::vector<std::string> get_providers() const;
     const SessionOptions& options() const;
     std::shared_ptr<const Graph> graph() const;
+    SessionMemoryStats memory_stats() const;
 
     int64_t get_profiling_start_time_ns() const;
     // Writes the Chrome trace-event JSON and returns its path; profiling stops.

@@ -9,11 +9,25 @@
 
 namespace pyflame_rt {
 
+class Tensor;
+
+// A backend's physical layout for a tensor whose logical shape stays shape(), e.g. oneDNN's
+// blocked nChw16c. Such tensors pass only between kernels that declare they read them
+// (OpKernel::reads_layout); the executor gives every other reader row-major data (plain()).
+class TensorLayout {
+public:
+    virtual ~TensorLayout() = default;
+    virtual size_t storage_bytes() const = 0;            // may exceed the logical size (padding)
+    virtual Tensor to_plain(const Tensor& t) const = 0;  // a row-major copy of `t`
+};
+
 class Tensor {
 public:
     Tensor();
     // Owning, uninitialized storage (64-byte aligned).
     Tensor(const std::vector<int64_t>& shape, DType dtype);
+    // Owning, uninitialized storage in a backend layout.
+    Tensor(const std::vector<int64_t>& shape, DType dtype, std::shared_ptr<const TensorLayout> layout);
     // Non-owning view over external memory; the caller keeps it alive.
     Tensor(void* data, const std::vector<int64_t>& shape, DType dtype);
     // Shares `keep_alive` (e.g. a memory mapping) and points into it.
@@ -38,9 +52,14 @@ public:
     bool empty() const { return data_ == nullptr && num_elements() != 0; }
     bool owns_data() const { return storage_ != nullptr; }
 
-    Tensor clone() const;                                       // deep copy, owning
+    const TensorLayout* layout() const { return layout_.get(); }
+    bool is_plain() const { return layout_ == nullptr; }
+    Tensor plain() const;  // *this when row-major, else a row-major copy
+
+    Tensor clone() const;                                       // deep copy, owning, row-major
     Tensor view() const;                                        // shares storage
     Tensor reshape(const std::vector<int64_t>& new_shape) const;  // shares storage; -1 infers one dim
+                                                                  // (of a row-major tensor)
 
     // A zero-filled owning tensor.
     static Tensor zeros(const std::vector<int64_t>& shape, DType dtype);
@@ -50,6 +69,7 @@ private:
     void* data_ = nullptr;
     std::vector<int64_t> shape_;
     DType dtype_ = DType::Float32;
+    std::shared_ptr<const TensorLayout> layout_;  // null: row-major
 };
 
 int64_t num_elements_of(const std::vector<int64_t>& shape);

@@ -162,6 +162,20 @@ void init_session(py::module_& m) {
         .def("get_outputs", &InferenceSession::get_outputs)
         .def("get_modelmeta", &InferenceSession::get_modelmeta)
         .def("get_providers", &InferenceSession::get_providers)
+        .def("memory_stats",
+             [](const InferenceSession& s) {
+                 const SessionMemoryStats m = s.memory_stats();
+                 py::dict d;
+                 d["weights_bytes"] = m.weights_bytes;
+                 d["planned_bytes"] = m.planned_bytes;
+                 d["arena_bytes"] = m.arena_bytes;
+                 d["peak_in_use_bytes"] = m.peak_in_use_bytes;
+                 d["heap_allocations"] = m.heap_allocations;
+                 return d;
+             },
+             "The session's memory as a dict: weights_bytes, planned_bytes (arena buffers the memory plan "
+             "reserved at creation), arena_bytes, peak_in_use_bytes, heap_allocations (arena buffers ever "
+             "taken from the heap; constant across steady-state runs of a static-shape model).")
         .def("get_profiling_start_time_ns", &InferenceSession::get_profiling_start_time_ns)
         .def("end_profiling", &InferenceSession::end_profiling, py::call_guard<py::gil_scoped_release>(),
              "Writes the Chrome trace-event JSON, stops profiling and returns the file's path.")

@@ -1,6 +1,13 @@
 #include "backends/execution_plan.hpp"
 
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <thread>
 #include <unordered_set>
+
+#include "ops/shape_inference.hpp"
 
 namespace pyflame_rt {
 namespace {
@@ -28,8 +35,9 @@ private:
 
 }  // namespace
 
-ExecutionPlan::ExecutionPlan(const Graph& graph, const KernelProvider& provider, int num_threads, int64_t opset)
-    : num_threads_(num_threads < 1 ? 1 : num_threads) {
+ExecutionPlan::ExecutionPlan(const Graph& graph, const KernelProvider& provider, int num_threads, int64_t opset,
+                             std::shared_ptr<TensorArena> arena, bool parallel)
+    : num_threads_(num_threads < 1 ? 1 : num_threads), arena_(std::move(arena)), parallel_(parallel) {
     auto slot = [&](const std::string& name) {
         auto [it, inserted] = slot_of_.emplace(name, static_cast<int>(num_slots_));
         if (inserted) ++num_slots_;
@@ -76,14 +84,21 @@ ExecutionPlan::ExecutionPlan(const Graph& graph, const KernelProvider& provider,
             }
             return runner;
         };
-        Step step{node.get(), provider.create_kernel(info), {}, {}, {}, false};
+        Step step{node.get(), provider.create_kernel(info), {}, {}, {}, false, {}, {}};
         for (const auto& in : node->inputs()) {
             note_outer(in);
             step.inputs.push_back(in.empty() ? -1 : slot(in));
+            step.reads_layout.push_back(step.kernel->reads_layout(step.reads_layout.size()));
         }
         for (const auto& out : node->outputs()) step.outputs.push_back(out.empty() ? -1 : slot(out));
+        step.layout_outputs.assign(step.outputs.size(), 0);
         for (const auto& [name, value] : node->attributes())
             if (std::holds_alternative<std::shared_ptr<Graph>>(value)) step.reads_scope = true;
+        step.reads = reads;
+        for (int s : step.inputs)
+            if (s >= 0) step.reads.push_back(s);
+        std::sort(step.reads.begin(), step.reads.end());
+        step.reads.erase(std::unique(step.reads.begin(), step.reads.end()), step.reads.end());
         steps_.push_back(std::move(step));
         scope_reads.push_back(std::move(reads));
     }
@@ -108,10 +123,135 @@ ExecutionPlan::ExecutionPlan(const Graph& graph, const KernelProvider& provider,
     for (size_t s = 0; s < num_slots_; ++s)
         if (last_reader[s] >= 0 && !keep.count(static_cast<int>(s)))
             steps_[last_reader[s]].release_after.push_back(static_cast<int>(s));
+
+    plan_layouts(scope_reads, std::vector<int>(keep.begin(), keep.end()));
+    plan_dependencies(std::vector<int>(keep.begin(), keep.end()));
+    graph_ = &graph;
+    for (const auto& in : graph.inputs())
+        if (!in.rank_known || !is_static(in.shape)) static_inputs_ = false;
+    if (arena_) planned_bytes_ = plan_memory(graph);
+}
+
+// A value may stay in its producer's backend layout when the producer can write one and every
+// step reading it takes one; graph outputs, inputs and what subgraphs read stay row-major.
+void ExecutionPlan::plan_layouts(const std::vector<std::vector<int>>& scope_reads, const std::vector<int>& kept) {
+    std::vector<char> readers_take_layout(num_slots_, 1), has_reader(num_slots_, 0);
+    for (int s : kept) readers_take_layout[s] = 0;
+    for (size_t i = 0; i < steps_.size(); ++i) {
+        for (size_t k = 0; k < steps_[i].inputs.size(); ++k) {
+            const int s = steps_[i].inputs[k];
+            if (s < 0) continue;
+            has_reader[s] = 1;
+            if (!steps_[i].reads_layout[k]) readers_take_layout[s] = 0;
+        }
+        for (int s : scope_reads[i]) readers_take_layout[s] = 0;
+    }
+    for (Step& step : steps_)
+        for (size_t o = 0; o < step.outputs.size(); ++o) {
+            const int s = step.outputs[o];
+            if (s >= 0 && has_reader[s] && readers_take_layout[s] && step.kernel->writes_layout(o)) {
+                step.layout_outputs[o] = 1;
+                ++num_layout_values_;
+            }
+        }
+}
+
+// For the parallel schedule: which steps wait for which, and who reads each slot.
+void ExecutionPlan::plan_dependencies(const std::vector<int>& kept) {
+    std::vector<int> producer(num_slots_, -1);
+    for (size_t i = 0; i < steps_.size(); ++i)
+        for (int s : steps_[i].outputs)
+            if (s >= 0) producer[s] = static_cast<int>(i);
+    readers_of_.assign(num_slots_, 0);
+    releasable_.assign(num_slots_, 1);
+    for (int s : kept) releasable_[s] = 0;
+    for (size_t i = 0; i < steps_.size(); ++i) {
+        std::vector<int> waits_for;
+        for (int s : steps_[i].reads) {
+            ++readers_of_[s];
+            if (producer[s] >= 0) waits_for.push_back(producer[s]);
+        }
+        std::sort(waits_for.begin(), waits_for.end());
+        waits_for.erase(std::unique(waits_for.begin(), waits_for.end()), waits_for.end());
+        steps_[i].num_predecessors = static_cast<int>(waits_for.size());
+        for (int p : waits_for) steps_[p].successors.push_back(static_cast<int>(i));
+    }
+}
+
+// Reserves the buffers the tensors of known static shape need, each alive from the step that
+// makes it to its last reader (graph outputs to the end), under the arena's own reuse policy.
+size_t ExecutionPlan::plan_memory(const Graph& graph) const {
+    std::vector<size_t> bytes_of(num_slots_, 0);
+    for (const auto& [name, info] : graph.value_infos()) {
+        auto it = slot_of_.find(name);
+        if (it == slot_of_.end() || info.kind != ValueKind::Tensor || !info.rank_known || !is_static(info.shape) ||
+            info.dtype == DType::String)
+            continue;
+        size_t elements = 1;
+        for (const auto& d : info.shape) elements *= static_cast<size_t>(*d);
+        bytes_of[it->second] = elements * dtype_size(info.dtype);
+    }
+    for (const auto& out : graph.outputs())
+        if (out.kind == ValueKind::Tensor && out.rank_known && is_static(out.shape) && out.dtype != DType::String) {
+            size_t elements = 1;
+            for (const auto& d : out.shape) elements *= static_cast<size_t>(*d);
+            bytes_of[slot_of_.at(out.name)] = elements * dtype_size(out.dtype);
+        }
+    std::vector<std::pair<size_t, bool>> events;  // the run's allocations and releases, in order
+    std::vector<size_t> allocation_of(num_slots_, 0);
+    size_t allocations = 0;
+    for (const Step& step : steps_) {
+        for (int s : step.outputs)
+            if (s >= 0 && bytes_of[s]) {
+                allocation_of[s] = allocations++;
+                events.emplace_back(bytes_of[s], true);
+            }
+        for (int s : step.release_after)
+            if (bytes_of[s]) events.emplace_back(allocation_of[s], false);
+    }
+    const std::vector<size_t> buffers = TensorArena::plan(events);
+    arena_->reserve(buffers);
+    size_t planned = 0;
+    for (size_t size : buffers) planned += size;
+    return planned;
+}
+
+void ExecutionPlan::plan_memory_for(const std::vector<Value>& inputs) const {
+    std::vector<int64_t> signature;
+    for (const Value& v : inputs) {
+        if (!v.is_tensor()) return;  // sequences and optionals: the arena serves them as they come
+        signature.push_back(-1);
+        signature.insert(signature.end(), v.tensor().shape().begin(), v.tensor().shape().end());
+    }
+    {
+        std::lock_guard<std::mutex> lock(signatures_mutex_);
+        constexpr size_t kMaxSignatures = 8;  // ever-new shapes are served by the arena as they come
+        if (planned_signatures_.size() >= kMaxSignatures ||
+            std::find(planned_signatures_.begin(), planned_signatures_.end(), signature) != planned_signatures_.end())
+            return;
+        planned_signatures_.push_back(signature);
+    }
+    Graph concrete = *graph_;
+    std::vector<TensorInfo> infos = graph_->inputs();
+    for (size_t i = 0; i < infos.size() && i < inputs.size(); ++i) {
+        if (inputs[i].is_none()) continue;
+        infos[i].shape.clear();
+        for (int64_t d : inputs[i].tensor().shape()) infos[i].shape.push_back(d);
+        infos[i].rank_known = true;
+    }
+    concrete.set_inputs(std::move(infos));
+    try {
+        ops::infer_shapes(concrete);
+    } catch (const ValidationError&) {
+        return;  // the run reports bad inputs itself
+    }
+    plan_memory(concrete);
 }
 
 std::vector<Value> ExecutionPlan::run(std::vector<Value> inputs, const std::vector<size_t>& output_indices,
                                       const ops::RunControl& control, const ops::ScopeLookup* outer) const {
+    if (arena_ && !static_inputs_) plan_memory_for(inputs);
+    const TensorArena::Scope arena_scope(arena_.get());
     std::vector<Value> values(num_slots_);
     for (size_t i = 0; i < input_slots_.size(); ++i) {
         if (i < inputs.size() && !inputs[i].is_none()) values[input_slots_[i]] = std::move(inputs[i]);
@@ -131,47 +271,130 @@ std::vector<Value> ExecutionPlan::run(std::vector<Value> inputs, const std::vect
         return outer ? (*outer)(name) : nullptr;
     };
 
-    ops::KernelContext ctx;
-    ctx.num_threads = num_threads_;
-    ctx.control = &control;
-    for (const Step& step : steps_) {
-        if (control.deadline && std::chrono::steady_clock::now() > *control.deadline)
-            throw RunTimeoutError("run exceeded timeout_ms=" + std::to_string(control.timeout_ms) + " before node " +
-                                  ops::node_label(*step.node));
-        ctx.inputs.clear();
-        ctx.input_values.clear();
-        for (int s : step.inputs) {
-            const Value* v = s >= 0 ? &values[s] : nullptr;
-            ctx.input_values.push_back(v);
-            ctx.inputs.push_back(v && v->is_tensor() ? &v->tensor() : nullptr);
-        }
-        ctx.outputs.assign(step.outputs.size(), Tensor());
-        ctx.output_values.assign(step.outputs.size(), std::nullopt);
-        ctx.scope = step.reads_scope ? &scope : nullptr;
-        const auto start = std::chrono::steady_clock::now();
-        try {
-            step.kernel->compute(ctx);
-        } catch (const ValidationError& e) {
-            const std::string what = e.what();
-            // Name the node unless the kernel already did.
-            if (what.find("'" + step.node->name() + "'") != std::string::npos) throw;
-            throw ValidationError("node " + ops::node_label(*step.node) + ": " + what);
-        }
-        if (control.on_node) control.on_node(*step.node, start, std::chrono::steady_clock::now());
-        for (size_t o = 0; o < step.outputs.size(); ++o) {
-            if (step.outputs[o] < 0) continue;
-            Value& dst = values[step.outputs[o]];
-            if (ctx.output_values[o]) dst = std::move(*ctx.output_values[o]);
-            else if (!ctx.outputs[o].empty()) dst = Value(std::move(ctx.outputs[o]));
-            else dst = Value();
-        }
-        for (int s : step.release_after) values[s] = Value();
-    }
+    if (parallel_) run_parallel(values, scope, control);
+    else run_sequential(values, scope, control);
 
     std::vector<Value> results;
     results.reserve(output_indices.size());
-    for (size_t idx : output_indices) results.push_back(values[output_slots_.at(idx)]);
+    for (size_t idx : output_indices) {
+        const Value& v = values[output_slots_.at(idx)];
+        results.push_back(v.is_tensor() && !v.tensor().is_plain() ? Value(v.tensor().plain()) : v);
+    }
     return results;
+}
+
+void ExecutionPlan::run_step(const Step& step, std::vector<Value>& values, const ops::ScopeLookup& scope,
+                             const ops::RunControl& control, ops::KernelContext& ctx,
+                             std::vector<Tensor>& row_major) const {
+    if (control.deadline && std::chrono::steady_clock::now() > *control.deadline)
+        throw RunTimeoutError("run exceeded timeout_ms=" + std::to_string(control.timeout_ms) + " before node " +
+                              ops::node_label(*step.node));
+    ctx.inputs.clear();
+    ctx.input_values.clear();
+    row_major.clear();
+    row_major.reserve(step.inputs.size());
+    for (size_t k = 0; k < step.inputs.size(); ++k) {
+        const int s = step.inputs[k];
+        const Value* v = s >= 0 ? &values[s] : nullptr;
+        ctx.input_values.push_back(v);
+        const Tensor* t = v && v->is_tensor() ? &v->tensor() : nullptr;
+        if (t && !t->is_plain() && !step.reads_layout[k]) t = &row_major.emplace_back(t->plain());
+        ctx.inputs.push_back(t);
+    }
+    ctx.layout_outputs = &step.layout_outputs;
+    ctx.outputs.assign(step.outputs.size(), Tensor());
+    ctx.output_values.assign(step.outputs.size(), std::nullopt);
+    ctx.scope = step.reads_scope ? &scope : nullptr;
+    const auto start = std::chrono::steady_clock::now();
+    try {
+        step.kernel->compute(ctx);
+    } catch (const ValidationError& e) {
+        const std::string what = e.what();
+        // Name the node unless the kernel already did.
+        if (what.find("'" + step.node->name() + "'") != std::string::npos) throw;
+        throw ValidationError("node " + ops::node_label(*step.node) + ": " + what);
+    }
+    if (control.on_node) control.on_node(*step.node, start, std::chrono::steady_clock::now());
+    for (size_t o = 0; o < step.outputs.size(); ++o) {
+        if (step.outputs[o] < 0) continue;
+        Value& dst = values[step.outputs[o]];
+        if (ctx.output_values[o]) dst = std::move(*ctx.output_values[o]);
+        else if (!ctx.outputs[o].empty()) dst = Value(std::move(ctx.outputs[o]));
+        else dst = Value();
+    }
+}
+
+void ExecutionPlan::run_sequential(std::vector<Value>& values, const ops::ScopeLookup& scope,
+                                   const ops::RunControl& control) const {
+    ops::KernelContext ctx;
+    ctx.num_threads = num_threads_;
+    ctx.control = &control;
+    std::vector<Tensor> row_major;  // inputs converted for a reader that takes no backend layout
+    for (const Step& step : steps_) {
+        run_step(step, values, scope, control, ctx, row_major);
+        for (int s : step.release_after) values[s] = Value();
+    }
+}
+
+// Workers take ready steps from one queue; a step becomes ready when the last step it waits for
+// finishes, and a slot is dropped when its last reader finishes. The first error stops the run.
+void ExecutionPlan::run_parallel(std::vector<Value>& values, const ops::ScopeLookup& scope,
+                                 const ops::RunControl& control) const {
+    const int workers = std::max(2, num_threads_);
+    const int threads_per_kernel = std::max(1, num_threads_ / workers);
+    std::vector<int> waiting(steps_.size());
+    std::vector<std::atomic<int>> readers_left(num_slots_);
+    for (size_t s = 0; s < num_slots_; ++s) readers_left[s] = readers_of_[s];
+    std::deque<int> ready;
+    for (size_t i = 0; i < steps_.size(); ++i) {
+        waiting[i] = steps_[i].num_predecessors;
+        if (waiting[i] == 0) ready.push_back(static_cast<int>(i));
+    }
+    std::mutex mutex;
+    std::condition_variable wake;
+    size_t finished = 0;
+    std::exception_ptr error;
+
+    auto work = [&] {
+        const TensorArena::Scope arena_scope(arena_.get());  // workers allocate from the run's arena too
+        ops::KernelContext ctx;
+        ctx.num_threads = threads_per_kernel;
+        ctx.control = &control;
+        std::vector<Tensor> row_major;
+        for (;;) {
+            int i;
+            {
+                std::unique_lock<std::mutex> lock(mutex);
+                wake.wait(lock, [&] { return !ready.empty() || finished == steps_.size() || error; });
+                if (error || finished == steps_.size()) return;
+                i = ready.front();
+                ready.pop_front();
+            }
+            const Step& step = steps_[i];
+            try {
+                run_step(step, values, scope, control, ctx, row_major);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(mutex);
+                if (!error) error = std::current_exception();
+                wake.notify_all();
+                return;
+            }
+            for (int s : step.reads)
+                if (releasable_[s] && --readers_left[s] == 0) values[s] = Value();
+            {
+                std::lock_guard<std::mutex> lock(mutex);
+                ++finished;
+                for (int j : step.successors)
+                    if (--waiting[j] == 0) ready.push_back(j);
+            }
+            wake.notify_all();
+        }
+    };
+    std::vector<std::thread> helpers;
+    for (int w = 1; w < workers; ++w) helpers.emplace_back(work);
+    work();
+    for (std::thread& t : helpers) t.join();
+    if (error) std::rethrow_exception(error);
 }
 
 }  // namespace pyflame_rt

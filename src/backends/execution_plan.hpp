@@ -1,12 +1,15 @@
 #pragma once
 // ExecutionPlan: everything decided once per graph — node order, kernels (attributes parsed),
-// value slots and when each intermediate can be released. run() only executes.
+// value slots, when each intermediate can be released, which values pass between kernels in a
+// backend layout, and the memory plan (buffers reserved in the arena). run() only executes.
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "backends/kernel_provider.hpp"
+#include "core/tensor_arena.hpp"
 #include "pyflame_rt/graph.hpp"
 
 namespace pyflame_rt {
@@ -14,7 +17,12 @@ namespace pyflame_rt {
 class ExecutionPlan {
 public:
     // `opset`: the ai.onnx opset the graph's nodes follow (subgraphs inherit their parent's).
-    ExecutionPlan(const Graph& graph, const KernelProvider& provider, int num_threads, int64_t opset);
+    // With an `arena`, tensors made during run() come from it and the memory plan's buffers are
+    // reserved in it now (subgraphs pass none: they allocate from their caller's arena).
+    // `parallel`: independent nodes run at once on up to num_threads threads (inter-op), each
+    // kernel with its share of the threads; results equal the sequential order's.
+    ExecutionPlan(const Graph& graph, const KernelProvider& provider, int num_threads, int64_t opset,
+                  std::shared_ptr<TensorArena> arena = nullptr, bool parallel = false);
 
     // `inputs[i]` feeds graph.inputs()[i]; a none value uses the input's initializer default.
     // Names the graph reads from enclosing graphs resolve through `outer` (subgraphs).
@@ -23,6 +31,10 @@ public:
                            const ops::RunControl& control, const ops::ScopeLookup* outer = nullptr) const;
 
     size_t num_nodes() const { return steps_.size(); }
+    // Bytes the memory plan reserved for the tensors whose shapes are known at creation.
+    size_t planned_bytes() const { return planned_bytes_; }
+    // How many values pass between kernels in a backend layout (no reorder between them).
+    size_t num_layout_values() const { return num_layout_values_; }
     // Names this graph (or its subgraphs) reads from enclosing scopes.
     const std::vector<std::string>& outer_names() const { return outer_names_; }
 
@@ -34,7 +46,25 @@ private:
         std::vector<int> outputs;       // slot per node output, -1 when unused
         std::vector<int> release_after; // slots whose last reader is this step
         bool reads_scope = false;       // has subgraphs: give the kernel a scope lookup
+        std::vector<char> reads_layout;   // per input: the kernel takes a backend layout
+        std::vector<char> layout_outputs; // per output: may be written in a backend layout
+        std::vector<int> reads;           // distinct slots read (inputs and subgraphs' reads)
+        std::vector<int> successors;      // steps reading what this one writes
+        int num_predecessors = 0;
     };
+
+    // Runs one step whose inputs are ready and stores its outputs in `values`.
+    void run_step(const Step& step, std::vector<Value>& values, const ops::ScopeLookup& scope,
+                  const ops::RunControl& control, ops::KernelContext& ctx, std::vector<Tensor>& row_major) const;
+    void run_sequential(std::vector<Value>& values, const ops::ScopeLookup& scope, const ops::RunControl& control) const;
+    void run_parallel(std::vector<Value>& values, const ops::ScopeLookup& scope, const ops::RunControl& control) const;
+    void plan_dependencies(const std::vector<int>& kept);
+
+    void plan_layouts(const std::vector<std::vector<int>>& scope_reads, const std::vector<int>& kept);
+    // Reserves the arena buffers for the shapes annotated on `graph`; returns their bytes.
+    size_t plan_memory(const Graph& graph) const;
+    // With dynamic input shapes: the memory plan of each new input-shape signature (a few).
+    void plan_memory_for(const std::vector<Value>& inputs) const;
 
     std::vector<Step> steps_;
     size_t num_slots_ = 0;
@@ -47,6 +77,16 @@ private:
     std::vector<int> output_slots_;                // per graph output
     std::vector<std::string> output_names_;
     int num_threads_ = 1;
+    std::shared_ptr<TensorArena> arena_;
+    const Graph* graph_ = nullptr;  // outlives the plan (the session owns both)
+    bool static_inputs_ = true;
+    bool parallel_ = false;
+    std::vector<int> readers_of_;      // per slot: how many steps read it (parallel release)
+    std::vector<char> releasable_;     // per slot: an intermediate, dropped after its last reader
+    size_t planned_bytes_ = 0;
+    mutable std::mutex signatures_mutex_;
+    mutable std::vector<std::vector<int64_t>> planned_signatures_;
+    size_t num_layout_values_ = 0;
 };
 
 }  // namespace pyflame_rt

@@ -5,6 +5,7 @@
 #include <new>
 #include <string>
 
+#include "core/tensor_arena.hpp"
 #include "pyflame_rt/errors.hpp"
 
 namespace pyflame_rt {
@@ -13,6 +14,8 @@ namespace {
 constexpr size_t kAlignment = 64;
 
 std::shared_ptr<void> allocate_aligned(size_t bytes) {
+    // During a session's run, intermediates come from its arena (buffers reused across runs).
+    if (TensorArena* arena = TensorArena::current()) return arena->allocate(bytes);
     // Round up: aligned_alloc needs a multiple of the alignment; never zero so data() is set.
     const size_t rounded = ((bytes + kAlignment - 1) / kAlignment) * kAlignment;
     void* p = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
@@ -53,6 +56,14 @@ Tensor::Tensor(const std::vector<int64_t>& shape, DType dtype) : shape_(shape), 
     data_ = storage_.get();
 }
 
+Tensor::Tensor(const std::vector<int64_t>& shape, DType dtype, std::shared_ptr<const TensorLayout> layout)
+    : shape_(shape), dtype_(dtype), layout_(std::move(layout)) {
+    check_shape(shape);
+    if (dtype == DType::String) throw ValidationError("string tensors have no backend layout");
+    storage_ = allocate_aligned(layout_ ? layout_->storage_bytes() : size_bytes());
+    data_ = storage_.get();
+}
+
 Tensor::Tensor(void* data, const std::vector<int64_t>& shape, DType dtype)
     : data_(data), shape_(shape), dtype_(dtype) {
     check_shape(shape);
@@ -72,7 +83,10 @@ Tensor::~Tensor() = default;
 int64_t Tensor::num_elements() const { return num_elements_of(shape_); }
 size_t Tensor::size_bytes() const { return static_cast<size_t>(num_elements()) * dtype_size(dtype_); }
 
+Tensor Tensor::plain() const { return layout_ ? layout_->to_plain(*this) : *this; }
+
 Tensor Tensor::clone() const {
+    if (layout_) return layout_->to_plain(*this);
     Tensor copy(shape_, dtype_);
     if (dtype_ == DType::String) {
         const auto* from = data_ptr<std::string>();
@@ -87,6 +101,7 @@ Tensor Tensor::clone() const {
 Tensor Tensor::view() const { return *this; }
 
 Tensor Tensor::reshape(const std::vector<int64_t>& new_shape) const {
+    if (layout_) return plain().reshape(new_shape);  // a blocked layout has no row-major view
     std::vector<int64_t> resolved = new_shape;
     int infer_at = -1;
     int64_t known = 1;

@@ -57,6 +57,9 @@ struct KernelContext {
     std::vector<std::optional<Value>> output_values;
     const ScopeLookup* scope = nullptr;     // names visible at this node
     const RunControl* control = nullptr;    // the run's deadline and hooks
+    // Per output: whether every reader takes a backend layout (see OpKernel::writes_layout).
+    const std::vector<char>* layout_outputs = nullptr;
+    bool may_write_layout(size_t o) const { return layout_outputs && o < layout_outputs->size() && (*layout_outputs)[o]; }
 
     const Tensor& input(size_t i) const;  // ValidationError when omitted
     bool has_input(size_t i) const { return i < inputs.size() && inputs[i] != nullptr; }
@@ -73,6 +76,12 @@ class OpKernel {
 public:
     virtual ~OpKernel() = default;
     virtual void compute(KernelContext& ctx) const = 0;
+
+    // The layout contract (TensorLayout): whether compute() takes input `i` in a backend layout,
+    // and may write output `o` in one when KernelContext::may_write_layout(o) says every reader
+    // takes it. The executor decides this once, at plan time; other readers get row-major data.
+    virtual bool reads_layout(size_t input) const { return false; }
+    virtual bool writes_layout(size_t output) const { return false; }
 };
 
 class SubgraphRunner;
@@ -145,6 +154,7 @@ void register_sequence_ops(OpTable& table);
 void register_control_flow_ops(OpTable& table);
 void register_misc_ops(OpTable& table);
 void register_fused_ops(OpTable& table);  // fused_ops.cpp: operators the optimizer creates
+void register_fused_quant_ops(OpTable& table);  // fused_quant_ops.cpp: the same for int8 graphs
 
 // ---- helpers shared by kernels ----
 std::string node_label(const Node& node);  // "'conv1' (Conv)"

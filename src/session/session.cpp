@@ -40,6 +40,8 @@ struct InferenceSession::Impl {
     std::shared_ptr<Graph> graph;
     std::unique_ptr<CpuBackend> backend;
     std::unique_ptr<ExecutionPlan> plan;
+    std::shared_ptr<TensorArena> arena = TensorArena::create();
+    int64_t weights_bytes = 0;
     std::vector<NodeArg> inputs, outputs;
     std::vector<bool> input_has_default;
     std::unordered_map<std::string, size_t> input_index, output_index;
@@ -77,18 +79,22 @@ void InferenceSession::Impl::build(std::shared_ptr<Graph> g, std::vector<std::st
                         r.pass + ": " + std::to_string(r.nodes_removed) + " nodes removed, " +
                             std::to_string(r.nodes_fused) + " fused");
 
-    if (options.memory_limit > 0) {
-        int64_t weights = 0;
-        for (const auto& [name, t] : graph->initializers()) weights += static_cast<int64_t>(t.size_bytes());
-        if (weights > options.memory_limit)
-            throw ValidationError("model weights alone need " + std::to_string(weights) + " bytes, over memory_limit " +
-                                  std::to_string(options.memory_limit));
-    }
-    if (options.execution_mode == "parallel")
-        log_message(log_level, LogLevel::Warning,
-                    "execution_mode 'parallel': inter-op parallelism is not built yet; nodes run in order");
+    // Fusions made new values: annotate them too (the memory plan sizes buffers from these).
+    if (options.optimization_level > 0) ops::infer_shapes(*graph);
 
-    plan = std::make_unique<ExecutionPlan>(*graph, *backend, backend->num_threads(), graph->opset_version(""));
+    for (const auto& [name, t] : graph->initializers()) weights_bytes += static_cast<int64_t>(t.size_bytes());
+    if (options.memory_limit > 0 && weights_bytes > options.memory_limit)
+        throw ValidationError("model weights alone need " + std::to_string(weights_bytes) +
+                              " bytes, over memory_limit " + std::to_string(options.memory_limit));
+    // The memory plan reserves its buffers now; over the limit, nothing is reserved for long:
+    // the arena (and the plan) die with this exception.
+    plan = std::make_unique<ExecutionPlan>(*graph, *backend, backend->num_threads(), graph->opset_version(""), arena,
+                                           options.execution_mode == "parallel");
+    const int64_t planned = static_cast<int64_t>(plan->planned_bytes());
+    if (options.memory_limit > 0 && weights_bytes + planned > options.memory_limit)
+        throw ValidationError("the memory plan needs " + std::to_string(weights_bytes + planned) + " bytes (weights " +
+                              std::to_string(weights_bytes) + ", intermediate tensors " + std::to_string(planned) +
+                              "), over memory_limit " + std::to_string(options.memory_limit));
 
     for (size_t i = 0; i < graph->inputs().size(); ++i) {
         const auto& in = graph->inputs()[i];
@@ -252,6 +258,17 @@ ModelMetadata InferenceSession::get_modelmeta() const { return impl_->graph->met
 std::vector<std::string> InferenceSession::get_providers() const { return {impl_->backend->name()}; }
 const SessionOptions& InferenceSession::options() const { return impl_->options; }
 std::shared_ptr<const Graph> InferenceSession::graph() const { return impl_->graph; }
+
+SessionMemoryStats InferenceSession::memory_stats() const {
+    const TensorArena::Stats a = impl_->arena->stats();
+    SessionMemoryStats s;
+    s.weights_bytes = impl_->weights_bytes;
+    s.planned_bytes = static_cast<int64_t>(impl_->plan->planned_bytes());
+    s.arena_bytes = static_cast<int64_t>(a.reserved_bytes);
+    s.peak_in_use_bytes = static_cast<int64_t>(a.peak_in_use_bytes);
+    s.heap_allocations = static_cast<int64_t>(a.heap_allocations);
+    return s;
+}
 
 int64_t InferenceSession::get_profiling_start_time_ns() const {
     return impl_->profiler ? impl_->profiler->start_time_ns() : 0;

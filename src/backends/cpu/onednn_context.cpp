@@ -18,6 +18,8 @@ void register_onednn_kernels(std::map<std::string, ops::KernelFactory>& kernels)
     onednn::add_pool_kernels(kernels);
     onednn::add_eltwise_kernels(kernels);
     onednn::add_norm_kernels(kernels);
+    onednn::add_quant_kernels(kernels);
+    onednn::add_lowp_kernels(kernels);
 }
 
 bool onednn_available() { return onednn::cpu_engine() != nullptr; }
@@ -113,6 +115,83 @@ dnnl::memory relayout(dnnl::stream& stream, const std::optional<Step>& reorder, 
     dnnl::memory out = thread_memory(to, role);
     reorder->execute(stream, {{DNNL_ARG_FROM, memory}, {DNNL_ARG_TO, out}});
     return out;
+}
+
+namespace {
+// Row-major in `desc`'s own data type (int8 layouts as well as float32 ones).
+dnnl::memory::desc plain_like(const dnnl::memory::desc& desc) {
+    const Dims dims = desc.get_dims();
+    Dims strides(dims.size(), 1);
+    for (size_t i = dims.size(); i-- > 1;) strides[i - 1] = strides[i] * dims[i];
+    return dnnl::memory::desc(dims, desc.get_data_type(), strides);
+}
+}  // namespace
+
+OneDnnLayout::OneDnnLayout(const dnnl::memory::desc& desc)
+    : desc_(desc), to_plain_(std::make_shared<Step>(make_reorder(desc, plain_like(desc)))) {}
+
+Tensor OneDnnLayout::to_plain(const Tensor& t) const {
+    Tensor out(t.shape(), t.dtype());
+    dnnl::stream stream(*cpu_engine());
+    to_plain_->execute(stream, {{DNNL_ARG_FROM, memory_over(desc_, t.data())},
+                                {DNNL_ARG_TO, memory_over(plain_like(desc_), out.data())}});
+    stream.wait();
+    return out;
+}
+
+dnnl::memory::desc desc_of(const Tensor& t, const dnnl::memory::desc& plain) {
+    const auto* layout = dynamic_cast<const OneDnnLayout*>(t.layout());
+    return layout ? layout->desc() : plain;
+}
+
+std::vector<int64_t> layout_key(const dnnl::memory::desc& desc) {
+    std::vector<int64_t> key = desc.get_strides();
+    key.push_back(-1);
+    for (int64_t b : desc.get_inner_blks()) key.push_back(b);
+    key.push_back(-2);
+    for (int64_t i : desc.get_inner_idxs()) key.push_back(i);
+    return key;
+}
+
+const Step& ReorderInto::step_from(const dnnl::memory::desc& from) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (const auto& [md, step] : steps_)
+        if (md == from) return *step;
+    steps_.emplace_back(from, std::make_shared<Step>(make_reorder(from, to_)));
+    return *steps_.back().second;
+}
+
+dnnl::memory ReorderInto::operator()(dnnl::stream& stream, const dnnl::memory& from, Buffer role) const {
+    const dnnl::memory::desc from_desc = from.get_desc();
+    if (from_desc == to_) return from;
+    dnnl::memory out = thread_memory(to_, role);
+    step_from(from_desc).execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, out}});
+    return out;
+}
+
+void ReorderInto::into(dnnl::stream& stream, const dnnl::memory& from, const dnnl::memory& to) const {
+    const dnnl::memory::desc from_desc = from.get_desc();
+    if (from_desc == to_) {
+        std::memcpy(to.get_data_handle(), from.get_data_handle(), to_.get_size());
+        return;
+    }
+    step_from(from_desc).execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
+}
+
+void FastKernel::fallback(ops::KernelContext& ctx) const {
+    std::vector<Tensor> row_major;
+    row_major.reserve(ctx.inputs.size());
+    const std::vector<const Tensor*> given = ctx.inputs;
+    for (const Tensor*& t : ctx.inputs)
+        if (t && !t->is_plain()) t = &row_major.emplace_back(t->plain());
+    if (row_major.empty()) return reference_->compute(ctx);
+    try {
+        reference_->compute(ctx);
+    } catch (...) {
+        ctx.inputs = given;
+        throw;
+    }
+    ctx.inputs = given;
 }
 
 dnnl::memory PackedConstant::get(const dnnl::memory::desc& plain, const dnnl::memory::desc& packed) const {

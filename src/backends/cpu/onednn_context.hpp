@@ -61,6 +61,45 @@ struct Step {
     void execute(dnnl::stream& stream, std::unordered_map<int, dnnl::memory> args) const;
 };
 
+// A float32 tensor in a layout a primitive chose (e.g. nChw16c), passed as is to the next
+// oneDNN kernel; to_plain() is the reorder at the boundary with every other kernel.
+class OneDnnLayout final : public TensorLayout {
+public:
+    explicit OneDnnLayout(const dnnl::memory::desc& desc);
+    const dnnl::memory::desc& desc() const { return desc_; }
+    size_t storage_bytes() const override { return desc_.get_size(); }
+    Tensor to_plain(const Tensor& t) const override;
+
+private:
+    dnnl::memory::desc desc_;
+    std::shared_ptr<const Step> to_plain_;
+};
+
+// The layout `t` lies in: its OneDnnLayout's, or row-major `plain`.
+dnnl::memory::desc desc_of(const Tensor& t, const dnnl::memory::desc& plain);
+// Numbers that identify a layout (strides and blocking), for shape-cache keys.
+std::vector<int64_t> layout_key(const dnnl::memory::desc& desc);
+
+// Reorders into one target layout from whatever layouts inputs arrive in: row-major or another
+// primitive's. Each source layout's reorder is built the first time it is seen.
+class ReorderInto {
+public:
+    explicit ReorderInto(const dnnl::memory::desc& to) : to_(to) {}
+    const dnnl::memory::desc& target() const { return to_; }
+    // `from` itself when it already lies in the target layout, else its copy in the calling
+    // thread's buffer `role`.
+    dnnl::memory operator()(dnnl::stream& stream, const dnnl::memory& from, Buffer role) const;
+    // The same into `to` (memory in the target layout).
+    void into(dnnl::stream& stream, const dnnl::memory& from, const dnnl::memory& to) const;
+
+private:
+    const Step& step_from(const dnnl::memory::desc& from) const;
+
+    dnnl::memory::desc to_;
+    mutable std::mutex mutex_;
+    mutable std::vector<std::pair<dnnl::memory::desc, std::shared_ptr<const Step>>> steps_;
+};
+
 // Whether oneDNN picked an optimized implementation for `pd`. Its "ref" ones are generic
 // loops: the reference kernel, which defines the semantics, does as well.
 bool optimized(const dnnl::primitive_desc_base& pd);
@@ -124,7 +163,8 @@ class FastKernel : public ops::NodeKernel {
 protected:
     FastKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
         : NodeKernel(info.node), reference_(std::move(reference)) {}
-    void fallback(ops::KernelContext& ctx) const { reference_->compute(ctx); }
+    // Runs the reference kernel, on row-major copies of inputs that came in a backend layout.
+    void fallback(ops::KernelContext& ctx) const;
 
 private:
     std::unique_ptr<ops::OpKernel> reference_;
@@ -148,5 +188,7 @@ void add_matmul_kernels(std::map<std::string, ops::KernelFactory>& kernels);
 void add_pool_kernels(std::map<std::string, ops::KernelFactory>& kernels);
 void add_eltwise_kernels(std::map<std::string, ops::KernelFactory>& kernels);  // onednn_eltwise.cpp
 void add_norm_kernels(std::map<std::string, ops::KernelFactory>& kernels);     // onednn_norm.cpp
+void add_quant_kernels(std::map<std::string, ops::KernelFactory>& kernels);    // onednn_quant.cpp
+void add_lowp_kernels(std::map<std::string, ops::KernelFactory>& kernels);     // onednn_lowp.cpp
 
 }  // namespace pyflame_rt::onednn

@@ -3,7 +3,6 @@
 // residual Z (a sum post-op: the output buffer starts as Z) and an activation (eltwise post-op).
 #include "backends/cpu/onednn_context.hpp"
 
-#include <cstring>
 
 namespace pyflame_rt::onednn {
 namespace {
@@ -12,11 +11,14 @@ namespace {
 struct ConvEntry {
     std::vector<int64_t> out_shape;
     dnnl::memory::desc x_plain, w_plain, y_plain;  // the tensors as they lie (row-major)
-    dnnl::memory::desc src, weights, dst;          // the layouts the convolution uses
+    dnnl::memory::desc weights, dst;               // the layouts the convolution uses
     Step conv;
-    std::optional<Step> src_reorder, weights_reorder, dst_reorder;  // where the layouts differ
-    std::optional<Step> residual_reorder;           // Z (plain) into dst's layout, for the sum
-    dnnl::memory packed_weights;                   // constant weights, already in `weights`
+    std::optional<ReorderInto> src_into;            // X, row-major or another primitive's layout
+    std::optional<ReorderInto> residual_into;       // Z into dst's layout, for the sum post-op
+    std::optional<Step> weights_reorder;            // non-constant weights
+    std::optional<Step> dst_to_plain;               // when dst is not row-major
+    std::shared_ptr<const OneDnnLayout> dst_layout; // when dst is not row-major
+    dnnl::memory packed_weights;                    // constant weights, already in `weights`
 };
 
 class ConvKernel final : public FastKernel {
@@ -48,27 +50,33 @@ public:
         const Tensor* z = has_residual_ ? &ctx.input(3) : nullptr;
         if (z && (z->dtype() != DType::Float32 || z->shape() != entry->out_shape)) return fallback(ctx);  // broadcasting
 
-        Tensor y(entry->out_shape, DType::Float32);
         dnnl::stream stream(*cpu_engine());
-        const dnnl::memory src = relayout(stream, entry->src_reorder, memory_over(entry->x_plain, x.data()), entry->src, Buffer::Src);
+        const dnnl::memory src =
+            (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
         const dnnl::memory weights = entry->packed_weights ? entry->packed_weights
                                                            : relayout(stream, entry->weights_reorder,
                                                                       memory_over(entry->w_plain, w.data()),
                                                                       entry->weights, Buffer::Weights);
-        const dnnl::memory y_memory = memory_over(entry->y_plain, y.data());
-        const dnnl::memory dst = entry->dst_reorder ? thread_memory(entry->dst, Buffer::Dst) : y_memory;
-        if (z) {  // the sum post-op adds the convolution to what dst holds: start from Z
-            const dnnl::memory z_memory = memory_over(entry->y_plain, z->data());
-            if (entry->residual_reorder) entry->residual_reorder->execute(stream, {{DNNL_ARG_FROM, z_memory}, {DNNL_ARG_TO, dst}});
-            else std::memcpy(y.data(), z->data(), y.size_bytes());
-        }
+        // Written in the convolution's own layout when every reader takes it: no reorder.
+        const bool write_layout = entry->dst_layout && ctx.may_write_layout(0);
+        Tensor y = write_layout ? Tensor(entry->out_shape, DType::Float32, entry->dst_layout)
+                                : Tensor(entry->out_shape, DType::Float32);
+        const dnnl::memory y_memory = memory_over(write_layout ? entry->dst : entry->y_plain, y.data());
+        const dnnl::memory dst =
+            write_layout || !entry->dst_layout ? y_memory : thread_memory(entry->dst, Buffer::Dst);
+        // The sum post-op adds the convolution to what dst holds: start from Z.
+        if (z) entry->residual_into->into(stream, memory_over(desc_of(*z, entry->y_plain), z->data()), dst);
         std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
         if (b) args.emplace(DNNL_ARG_BIAS, memory_over(plain_desc({b->shape()[0]}), b->data()));
         entry->conv.execute(stream, std::move(args));
-        if (entry->dst_reorder) entry->dst_reorder->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+        if (!write_layout && entry->dst_layout)
+            entry->dst_to_plain->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
         stream.wait();
         ctx.outputs[0] = std::move(y);
     }
+
+    bool reads_layout(size_t input) const override { return input == 0 || input == 3; }  // X and Z
+    bool writes_layout(size_t output) const override { return output == 0; }
 
 private:
     // What the fast path takes; anything else (including invalid inputs, whose errors the
@@ -126,13 +134,15 @@ private:
             return nullptr;  // a configuration oneDNN does not implement
         }
         if (!optimized(*pd)) return nullptr;
-        entry->src = pd->src_desc();
         entry->weights = pd->weights_desc();
         entry->dst = pd->dst_desc();
         entry->conv = Step{dnnl::convolution_forward(*pd), pd->scratchpad_desc()};
-        entry->src_reorder = reorder_if_needed(entry->x_plain, entry->src);
-        entry->dst_reorder = reorder_if_needed(entry->dst, entry->y_plain);
-        if (has_residual_) entry->residual_reorder = reorder_if_needed(entry->y_plain, entry->dst);
+        entry->src_into.emplace(pd->src_desc());
+        if (has_residual_) entry->residual_into.emplace(entry->dst);
+        if (entry->dst != entry->y_plain) {
+            entry->dst_to_plain = make_reorder(entry->dst, entry->y_plain);
+            entry->dst_layout = std::make_shared<OneDnnLayout>(entry->dst);
+        }
         if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
         else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
         return entry;

@@ -1,6 +1,7 @@
-// MaxPool, AveragePool (1-D, 2-D, 3-D) and GlobalAveragePool on oneDNN's pooling, float32,
-// reading and writing the plain layout (pooling is memory-bound: a reorder would cost more
-// than it saves).
+// MaxPool, AveragePool (1-D, 2-D, 3-D) and GlobalAveragePool on oneDNN's pooling, float32.
+// Pooling is memory-bound, so it never reorders its input: it reads whatever layout arrives
+// (row-major, or a convolution's blocked one) and writes the same, reordering its (smaller)
+// output to row-major only for readers that need it.
 //
 // ONNX against oneDNN: oneDNN wants output = floor((input + pads - extent) / stride) + 1, so a
 // ceil_mode output is expressed by widening the end pad to what the last window needs. Taps on
@@ -17,8 +18,10 @@ namespace {
 
 struct PoolEntry {
     std::vector<int64_t> out_shape;
-    dnnl::memory::desc x, y;
+    dnnl::memory::desc x, y, y_plain;  // y: the layout pooling writes (x's)
     Step pool;
+    std::optional<Step> y_to_plain;                // when y is not row-major
+    std::shared_ptr<const OneDnnLayout> y_layout;  // when y is not row-major
 };
 
 struct PoolGeometry {
@@ -26,37 +29,63 @@ struct PoolGeometry {
     Dims strides, kernel, dilations, pad_begin, pad_end;
 };
 
-std::shared_ptr<PoolEntry> build_pool(const std::vector<int64_t>& x_shape, PoolGeometry g, dnnl::algorithm algorithm) {
+std::shared_ptr<PoolEntry> build_pool(const dnnl::memory::desc& x, PoolGeometry g, dnnl::algorithm algorithm) {
     auto entry = std::make_shared<PoolEntry>();
-    entry->x = plain_desc(to_dims(x_shape));
-    entry->y = plain_desc(to_dims(g.out_shape));
+    entry->x = x;
+    entry->y_plain = plain_desc(to_dims(g.out_shape));
     entry->out_shape = std::move(g.out_shape);
     try {
         const dnnl::pooling_forward::primitive_desc pd(*cpu_engine(), dnnl::prop_kind::forward_inference, algorithm,
-                                                       entry->x, entry->y, g.strides, g.kernel, g.dilations,
-                                                       g.pad_begin, g.pad_end, base_attr());
+                                                       entry->x, any_desc(to_dims(entry->out_shape)), g.strides,
+                                                       g.kernel, g.dilations, g.pad_begin, g.pad_end, base_attr());
         if (!optimized(pd)) return nullptr;  // e.g. dilated windows
         entry->pool = Step{dnnl::pooling_forward(pd), pd.scratchpad_desc()};
+        entry->y = pd.dst_desc();
     } catch (const dnnl::error&) {
         return nullptr;  // a configuration oneDNN does not implement
+    }
+    if (entry->y != entry->y_plain) {
+        entry->y_to_plain = make_reorder(entry->y, entry->y_plain);
+        entry->y_layout = std::make_shared<OneDnnLayout>(entry->y);
     }
     return entry;
 }
 
+// Primitives per input shape and layout.
+std::vector<int64_t> pool_key(const Tensor& x, const dnnl::memory::desc& x_desc) {
+    std::vector<int64_t> key = x.shape();
+    for (int64_t k : layout_key(x_desc)) key.push_back(k);
+    return key;
+}
+
 void run_pool(const PoolEntry& entry, ops::KernelContext& ctx) {
-    Tensor y(entry.out_shape, DType::Float32);
+    const bool write_layout = entry.y_layout && ctx.may_write_layout(0);
+    Tensor y = write_layout ? Tensor(entry.out_shape, DType::Float32, entry.y_layout)
+                            : Tensor(entry.out_shape, DType::Float32);
     dnnl::stream stream(*cpu_engine());
-    entry.pool.execute(stream, {{DNNL_ARG_SRC, memory_over(entry.x, ctx.input(0).data())},
-                                {DNNL_ARG_DST, memory_over(entry.y, y.data())}});
+    const dnnl::memory y_memory = memory_over(write_layout ? entry.y : entry.y_plain, y.data());
+    const dnnl::memory dst = write_layout || !entry.y_layout ? y_memory : thread_memory(entry.y, Buffer::Dst);
+    entry.pool.execute(stream, {{DNNL_ARG_SRC, memory_over(entry.x, ctx.input(0).data())}, {DNNL_ARG_DST, dst}});
+    if (!write_layout && entry.y_layout) entry.y_to_plain->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
     stream.wait();
     ctx.outputs[0] = std::move(y);
 }
 
+// Pooling kernels read and write oneDNN layouts (input X, output Y).
+class PoolKernel : public FastKernel {
+public:
+    bool reads_layout(size_t input) const override { return input == 0; }
+    bool writes_layout(size_t output) const override { return output == 0; }
+
+protected:
+    using FastKernel::FastKernel;
+};
+
 // MaxPool and AveragePool: the window attributes of the node.
-class WindowPoolKernel final : public FastKernel {
+class WindowPoolKernel final : public PoolKernel {
 public:
     WindowPoolKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference, dnnl::algorithm algorithm)
-        : FastKernel(info, std::move(reference)),
+        : PoolKernel(info, std::move(reference)),
           window_(ops::WindowAttributes::parse(info.node, true)),
           algorithm_(algorithm) {}
 
@@ -65,13 +94,14 @@ public:
         const Tensor& x = ctx.input(0);
         if (x.dtype() != DType::Float32 || x.ndim() != window_.kernel_shape.size() + 2 || x.num_elements() == 0)
             return fallback(ctx);
-        const auto entry = cache_.get(x.shape(), [&] { return build(x.shape()); });
+        const dnnl::memory::desc x_desc = desc_of(x, plain_desc(to_dims(x.shape())));
+        const auto entry = cache_.get(pool_key(x, x_desc), [&] { return build(x.shape(), x_desc); });
         if (!entry) return fallback(ctx);
         run_pool(*entry, ctx);
     }
 
 private:
-    std::shared_ptr<const PoolEntry> build(const std::vector<int64_t>& x_shape) const {
+    std::shared_ptr<const PoolEntry> build(const std::vector<int64_t>& x_shape, const dnnl::memory::desc& x_desc) const {
         const std::vector<int64_t> spatial(x_shape.begin() + 2, x_shape.end());
         const std::vector<ops::WindowAxis> axes = ops::resolve_window(window_, window_.kernel_shape, spatial, node_);
         PoolGeometry g;
@@ -87,7 +117,7 @@ private:
             g.pad_begin.push_back(a.pad_begin);
             g.pad_end.push_back(std::max(a.pad_end, needed_end));
         }
-        return build_pool(x_shape, std::move(g), algorithm_);
+        return build_pool(x_desc, std::move(g), algorithm_);
     }
 
     ops::WindowAttributes window_;
@@ -113,19 +143,20 @@ struct AveragePool {
 };
 
 // GlobalAveragePool: one window covering the whole spatial extent.
-class GlobalAveragePoolKernel final : public FastKernel {
+class GlobalAveragePoolKernel final : public PoolKernel {
 public:
     static std::unique_ptr<ops::OpKernel> create(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference) {
         return std::make_unique<GlobalAveragePoolKernel>(info, std::move(reference));
     }
     GlobalAveragePoolKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
-        : FastKernel(info, std::move(reference)) {}
+        : PoolKernel(info, std::move(reference)) {}
 
     void compute(ops::KernelContext& ctx) const override {
         apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
         if (x.dtype() != DType::Float32 || x.ndim() < 3 || x.ndim() > 5 || x.num_elements() == 0) return fallback(ctx);
-        const auto entry = cache_.get(x.shape(), [&] {
+        const dnnl::memory::desc x_desc = desc_of(x, plain_desc(to_dims(x.shape())));
+        const auto entry = cache_.get(pool_key(x, x_desc), [&] {
             PoolGeometry g;
             g.out_shape.assign(x.ndim(), 1);
             g.out_shape[0] = x.shape()[0];
@@ -136,7 +167,7 @@ public:
             g.dilations.assign(spatial, 0);
             g.pad_begin.assign(spatial, 0);
             g.pad_end.assign(spatial, 0);
-            return build_pool(x.shape(), std::move(g), dnnl::algorithm::pooling_avg_exclude_padding);
+            return build_pool(x_desc, std::move(g), dnnl::algorithm::pooling_avg_exclude_padding);
         });
         if (!entry) return fallback(ctx);
         run_pool(*entry, ctx);

@@ -1,0 +1,130 @@
+#include "core/tensor_arena.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+
+#include "pyflame_rt/errors.hpp"
+
+namespace pyflame_rt {
+namespace {
+
+constexpr size_t kAlignment = 64;
+thread_local TensorArena* current_arena = nullptr;
+
+void* heap_buffer(size_t size) {
+    void* p = std::aligned_alloc(kAlignment, size);
+    if (!p) throw PyFlameRTError("out of memory allocating " + std::to_string(size) + " bytes");
+    return p;
+}
+
+}  // namespace
+
+TensorArena::~TensorArena() {
+    for (auto& [size, buffer] : free_) std::free(buffer);
+}
+
+size_t TensorArena::size_class(size_t bytes) {
+    size_t size = std::max<size_t>(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
+    if (size <= 4096) return size;
+    size_t power = 4096;
+    while (power * 2 <= size) power *= 2;
+    const size_t step = power / 8;
+    return (size + step - 1) / step * step;
+}
+
+std::shared_ptr<void> TensorArena::allocate(size_t bytes) {
+    const size_t wanted = size_class(bytes);
+    void* buffer = nullptr;
+    size_t size = wanted;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        // Best fit among free buffers up to twice the size: fewer buffers serve more tensors.
+        auto it = free_.lower_bound(wanted);
+        if (it != free_.end() && it->first <= 2 * wanted) {
+            size = it->first;
+            buffer = it->second;
+            free_.erase(it);
+            free_bytes_ -= size;
+        }
+    }
+    if (!buffer) {
+        buffer = heap_buffer(size);
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++stats_.heap_allocations;
+        stats_.reserved_bytes += size;
+    }
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stats_.in_use_bytes += size;
+        stats_.peak_in_use_bytes = std::max(stats_.peak_in_use_bytes, stats_.in_use_bytes);
+    }
+    // The deleter keeps the arena alive: tensors may outlive the session that made them.
+    return std::shared_ptr<void>(buffer, [arena = shared_from_this(), size](void* p) { arena->release(p, size); });
+}
+
+void TensorArena::release(void* buffer, size_t size) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.in_use_bytes -= size;
+    // Keep free buffers up to a few times the peak ever in use (or the plan's reservation):
+    // plenty for steady state, where buffers of different sizes are in use at different times,
+    // and bounded when ever-new shapes keep arriving.
+    if (free_bytes_ + size > std::max(4 * stats_.peak_in_use_bytes, planned_bytes_)) {
+        std::free(buffer);
+        stats_.reserved_bytes -= size;
+        return;
+    }
+    free_.emplace(size, buffer);
+    free_bytes_ += size;
+}
+
+std::vector<size_t> TensorArena::plan(const std::vector<std::pair<size_t, bool>>& events) {
+    std::multimap<size_t, size_t> free;  // size -> buffer index
+    std::vector<size_t> buffers;         // sizes
+    std::vector<size_t> held;            // buffer per allocation, in order
+    for (const auto& [bytes_or_index, is_allocation] : events) {
+        if (is_allocation) {
+            const size_t wanted = size_class(bytes_or_index);
+            auto it = free.lower_bound(wanted);
+            if (it != free.end() && it->first <= 2 * wanted) {
+                held.push_back(it->second);
+                free.erase(it);
+            } else {
+                held.push_back(buffers.size());
+                buffers.push_back(wanted);
+            }
+        } else {
+            const size_t buffer = held.at(bytes_or_index);
+            free.emplace(buffers[buffer], buffer);
+        }
+    }
+    return buffers;
+}
+
+void TensorArena::reserve(const std::vector<size_t>& sizes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (size_t size : sizes) {
+        free_.emplace(size, heap_buffer(size));
+        free_bytes_ += size;
+        planned_bytes_ += size;
+        stats_.reserved_bytes += size;
+        ++stats_.heap_allocations;
+    }
+}
+
+TensorArena::Stats TensorArena::stats() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stats_;
+}
+
+TensorArena* TensorArena::current() { return current_arena; }
+
+TensorArena::Scope::Scope(TensorArena* arena) : previous_(current_arena), installed_(arena != nullptr) {
+    if (installed_) current_arena = arena;
+}
+
+TensorArena::Scope::~Scope() {
+    if (installed_) current_arena = previous_;
+}
+
+}  // namespace pyflame_rt

@@ -1,0 +1,155 @@
+"""Blocked layouts between oneDNN kernels, the memory plan / arena, and execution_mode="parallel".
+
+Every result is checked against ONNX Runtime on the same model; memory is checked through
+InferenceSession.memory_stats() (arena buffers taken from the heap must stop growing)."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import pyflame_rt as rt
+
+
+def conv_net(batch=None) -> onnx.ModelProto:
+    """Convolutions whose outputs go to oneDNN readers only (blocked layout flows), to a mix of
+    readers (a Sigmoid and a graph output: reordered at the boundary), residual adds and pools."""
+    rng = np.random.default_rng(7)
+
+    def weight(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.2).astype(np.float32), name)
+
+    inits = [weight("w1", 16, 3, 3, 3), weight("b1", 16), weight("w2", 16, 16, 3, 3), weight("w3", 16, 16, 1, 1),
+             weight("w4", 32, 16, 3, 3), weight("wd", 16, 1, 3, 3)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c2", "r1"], ["a2"]),            # residual: fused as a sum post-op
+        helper.make_node("Relu", ["a2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3"], ["c3"]),           # read by a Conv, a Sigmoid and the output
+        helper.make_node("Sigmoid", ["c3"], ["s3"]),
+        helper.make_node("Conv", ["c3", "wd"], ["d3"], group=16, pads=[1, 1, 1, 1]),  # depthwise
+        helper.make_node("Mul", ["d3", "s3"], ["m3"]),
+        helper.make_node("MaxPool", ["m3"], ["p3"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["p3", "w4"], ["c4"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("AveragePool", ["c4"], ["p4"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+        helper.make_node("GlobalAveragePool", ["p4"], ["g4"]),
+        helper.make_node("Flatten", ["g4"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "conv_net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch or "N", 3, 20, 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("c3", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def branches_net() -> onnx.ModelProto:
+    """Four independent MatMul+Tanh branches joined by Sum and Concat: work for inter-op threads."""
+    rng = np.random.default_rng(3)
+    inits, nodes, joined = [], [], []
+    for i in range(4):
+        inits.append(numpy_helper.from_array(rng.standard_normal((64, 64)).astype(np.float32) * 0.1, f"w{i}"))
+        nodes += [helper.make_node("MatMul", ["x", f"w{i}"], [f"m{i}"]), helper.make_node("Tanh", [f"m{i}"], [f"t{i}"])]
+        joined.append(f"t{i}")
+    nodes += [helper.make_node("Sum", joined, ["s"]), helper.make_node("Concat", joined + ["s"], ["y"], axis=1)]
+    graph = helper.make_graph(nodes, "branches", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def save(model, tmp_path, name):
+    path = tmp_path / name
+    onnx.save(model, path)
+    return str(path)
+
+
+def ort_run(path, feeds):
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def session(path, level=2, mode="sequential", threads=2, **extra):
+    opts = rt.SessionOptions()
+    opts.optimization_level = level
+    opts.execution_mode = mode
+    opts.num_threads = threads
+    for k, v in extra.items():
+        setattr(opts, k, v)
+    return rt.InferenceSession(path, opts)
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+@pytest.mark.parametrize("mode", ["sequential", "parallel"])
+def test_conv_layouts_match_onnxruntime(tmp_path, level, mode):
+    path = save(conv_net(), tmp_path, "conv.onnx")
+    x = np.random.default_rng(1).standard_normal((2, 3, 20, 20)).astype(np.float32)
+    expected = ort_run(path, {"x": x})
+    s = session(path, level, mode)
+    for _ in range(2):  # the second run reuses the arena's buffers
+        got = s.run(None, {"x": x})
+        for g, e in zip(got, expected):
+            assert g.shape == e.shape
+            np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_parallel_mode_matches_sequential_and_onnxruntime(tmp_path, threads):
+    path = save(branches_net(), tmp_path, "branches.onnx")
+    x = np.random.default_rng(2).standard_normal((5, 64)).astype(np.float32)
+    expected = ort_run(path, {"x": x})[0]
+    sequential = session(path, mode="sequential", threads=threads).run(None, {"x": x})[0]
+    parallel = session(path, mode="parallel", threads=threads)
+    for _ in range(3):
+        got = parallel.run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(got, sequential)  # same kernels, same order of arithmetic per node
+
+
+def test_parallel_mode_reports_the_failing_node(tmp_path):
+    path = save(branches_net(), tmp_path, "branches.onnx")
+    s = session(path, mode="parallel")
+    with pytest.raises(rt.ValidationError):
+        s.run(None, {"x": np.zeros((5, 63), np.float32)})
+    # The session still works after a failed run.
+    x = np.ones((2, 64), np.float32)
+    np.testing.assert_allclose(s.run(None, {"x": x})[0], ort_run(path, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_static_shapes_are_planned_at_creation_and_runs_allocate_nothing(tmp_path):
+    path = save(conv_net(batch=2), tmp_path, "conv_static.onnx")
+    s = session(path)
+    created = s.memory_stats()
+    assert created["planned_bytes"] > 0  # buffers reserved before any run
+    x = np.random.default_rng(4).standard_normal((2, 3, 20, 20)).astype(np.float32)
+    s.run(None, {"x": x})
+    after_first = s.memory_stats()
+    for _ in range(5):
+        s.run(None, {"x": x})
+    steady = s.memory_stats()
+    assert steady["heap_allocations"] == after_first["heap_allocations"]
+    assert steady["arena_bytes"] == after_first["arena_bytes"]
+
+
+def test_dynamic_shapes_get_a_plan_per_shape_signature(tmp_path):
+    path = save(conv_net(), tmp_path, "conv_dynamic.onnx")
+    s = session(path)
+    rng = np.random.default_rng(5)
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 3, 20, 20)).astype(np.float32)
+        s.run(None, {"x": x})
+        first = s.memory_stats()["heap_allocations"]
+        for _ in range(3):
+            got = s.run(None, {"x": x})
+        assert s.memory_stats()["heap_allocations"] == first
+        np.testing.assert_allclose(got[0], ort_run(path, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_memory_limit_counts_the_plan(tmp_path):
+    path = save(conv_net(batch=64), tmp_path, "conv_big.onnx")
+    planned = session(path).memory_stats()
+    needed = planned["weights_bytes"] + planned["planned_bytes"]
+    assert planned["planned_bytes"] > planned["weights_bytes"]  # activations dominate at batch 64
+    with pytest.raises(rt.ValidationError, match="memory plan needs"):
+        session(path, memory_limit=needed - 1)
+    session(path, memory_limit=needed)  # exactly enough is enough
