@@ -1,6 +1,7 @@
 #pragma once
 // Everything a C++ user of libpyflame_rt needs.
 #include "pyflame_rt/backend.hpp"
+#include "pyflame_rt/compile.hpp"
 #include "pyflame_rt/dtype.hpp"
 #include "pyflame_rt/errors.hpp"
 #include "pyflame_rt/graph.hpp"

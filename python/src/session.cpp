@@ -4,6 +4,7 @@
 
 #include "bindings.hpp"
 #include "pyflame_rt/backend.hpp"
+#include "pyflame_rt/compile.hpp"
 #include "pyflame_rt/errors.hpp"
 #include "pyflame_rt/graph.hpp"
 #include "pyflame_rt/options.hpp"
@@ -192,6 +193,20 @@ void init_session(py::module_& m) {
             return "InferenceSession(inputs=" + std::to_string(s.get_inputs().size()) +
                    ", outputs=" + std::to_string(s.get_outputs().size()) + ")";
         });
+
+    m.def(
+        "compile_model",
+        [](py::handle model_path, std::optional<CompileOptions> options) {
+            const std::string path = path_from_py(model_path);
+            const CompileOptions opts = options.value_or(CompileOptions{});
+            py::gil_scoped_release release;
+            return compile_model(path, opts);
+        },
+        py::arg("model_path"), py::arg("options") = py::none(),
+        "Loads a model (.pfm or .onnx) and optimizes it at options.optimization_level, returning the Graph. "
+        "With options.cache_dir, the optimized graph is cached there (a .pfm named by the model's content "
+        "hash and the options) and reused by later calls. dynamic_batch makes every input's first dimension "
+        "dynamic.");
 
     // ---- providers ----
     m.def("get_available_providers", &get_available_providers, "Provider names this build provides.");

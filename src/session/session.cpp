@@ -5,6 +5,7 @@
 
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/execution_plan.hpp"
+#include "pyflame_rt/compile.hpp"
 #include "ops/shape_inference.hpp"
 #include "pyflame_rt/errors.hpp"
 #include "pyflame_rt/import/importer.hpp"
@@ -21,16 +22,6 @@ std::string join(const std::vector<std::string>& items, const std::string& sep =
     std::string out;
     for (const auto& s : items) out += (out.empty() ? "" : sep) + s;
     return out;
-}
-
-std::shared_ptr<Graph> load_any_model(const std::string& path) {
-    require_file_exists(path);
-    if (is_pfm_file(path)) return load_model(path);
-    Importer* importer = ImporterRegistry::instance().get_importer(path);
-    if (!importer) throw InvalidModelError("'" + path + "' is neither a .pfm model nor a format any importer recognizes");
-    ImportResult result = importer->import_model(path);
-    if (!result.success) throw InvalidModelError("cannot import '" + path + "': " + result.error);
-    return result.graph;
 }
 
 }  // namespace

@@ -153,3 +153,31 @@ def test_memory_limit_counts_the_plan(tmp_path):
     with pytest.raises(rt.ValidationError, match="memory plan needs"):
         session(path, memory_limit=needed - 1)
     session(path, memory_limit=needed)  # exactly enough is enough
+
+
+def test_compile_model_caches_the_optimized_graph(tmp_path):
+    path = save(conv_net(batch=2), tmp_path, "conv.onnx")
+    cache = tmp_path / "cache"
+    opts = rt.CompileOptions(cache_dir=str(cache), optimization_level=2, dynamic_batch=True)
+    graph = rt.compile_model(path, opts)
+    files = list(cache.glob("*.pfm"))
+    assert len(files) == 1
+    assert any(n.op_type == "FusedConv" for n in graph.nodes)  # optimized: fused, before any session
+    assert graph.inputs[0].shape[0] is None  # dynamic_batch
+    stamp = files[0].stat().st_mtime_ns
+    again = rt.compile_model(path, opts)  # served from the cache: the file is not rewritten
+    assert files[0].stat().st_mtime_ns == stamp
+    assert [n.op_type for n in again.nodes] == [n.op_type for n in graph.nodes]
+    x = np.random.default_rng(6).standard_normal((3, 3, 20, 20)).astype(np.float32)  # batch 3: dynamic
+    got = rt.InferenceSession(again).run(None, {"x": x})
+    expected = ort_run(save(conv_net(), tmp_path, "conv_dynamic.onnx"), {"x": x})
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+    # Other options, other entry; a damaged entry is rebuilt.
+    rt.compile_model(path, rt.CompileOptions(cache_dir=str(cache), optimization_level=1))
+    assert len(list(cache.glob("*.pfm"))) == 2
+    files[0].write_bytes(b"garbage")
+    rebuilt = rt.compile_model(path, opts)
+    assert [n.op_type for n in rebuilt.nodes] == [n.op_type for n in graph.nodes]
+    with pytest.raises(rt.ValidationError, match="optimization_level"):
+        rt.compile_model(path, rt.CompileOptions(optimization_level=7))
