@@ -253,3 +253,43 @@ def test_gelu_pattern_fusion_matches_torch(tmp_path):
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(rt.InferenceSession(graph).run(None, {"x": x})[0], expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(run_at(str(path), 0, {"x": x})[0], expected, rtol=1e-4, atol=1e-5)
+
+
+class TinyTransformer(torch.nn.Module):
+    """A BERT-style encoder layer (torch's erf GELU, LayerNorm, attention) plus a conv stem with
+    batch norm and a residual: every pass has something to work on."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.layer = torch.nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, dropout=0.1,
+                                                      activation="gelu", batch_first=True)
+        self.proj = torch.nn.Linear(8 * 4 * 4, 32)
+
+    def forward(self, image, tokens):
+        c = torch.relu(self.bn(self.stem(image)) + self.stem(image))
+        c = torch.nn.functional.adaptive_avg_pool2d(c, 4).flatten(1)
+        return self.layer(tokens + self.proj(c)[:, None, :])
+
+
+@pytest.mark.parametrize("pass_name", rt.PassManager().list_passes())
+def test_each_pass_alone_keeps_level_0_results(tmp_path, pass_name):
+    torch.manual_seed(11)
+    model = TinyTransformer().eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    path = tmp_path / "tiny.onnx"
+    image, tokens = torch.randn(2, 3, 8, 8), torch.randn(2, 6, 32)
+    torch.onnx.export(model, (image, tokens), str(path), input_names=["image", "tokens"], output_names=["y"],
+                      opset_version=17, dynamo=False)
+    feeds = {"image": image.numpy(), "tokens": tokens.numpy()}
+    with torch.inference_mode():
+        expected = model(image, tokens).numpy()
+    graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
+    baseline = run_at(graph, 0, feeds)[0]
+    np.testing.assert_allclose(baseline, expected, rtol=1e-4, atol=1e-5)
+    results = rt.PassManager().run(graph, passes=[pass_name])
+    assert [r.pass_name for r in results] == [pass_name]
+    np.testing.assert_allclose(run_at(graph, 0, feeds)[0], baseline, rtol=1e-4, atol=1e-5)
