@@ -1,8 +1,11 @@
 // Internal fused operators the optimizer produces (domain com.pyflame, like ONNX Runtime's
-// com.microsoft FusedConv): FusedConv(X, W, [B], [Z]) = activation(Conv(X, W, B) + Z), where
-// the residual Z and the activation are each optional. Their reference
-// kernels compose the reference kernels of the parts, so the math is defined once; backends
-// run them as one kernel (oneDNN: a convolution with an eltwise post-op).
+// com.microsoft FusedConv / FusedGemm / FusedMatMul), each with an optional `activation`
+// (+ `activation_params`):
+//   FusedConv(X, W, [B], [Z]) = activation(Conv(X, W, B) + Z)      (Z: a residual)
+//   FusedMatMul(A, B, [bias])  = activation(MatMul(A, B) + bias)   (bias: [N], any rank of A)
+//   FusedGemm(A, B, [C])       = activation(Gemm(A, B, C))         (Gemm's attributes)
+// Their reference kernels compose the reference kernels of the parts, so the math is defined
+// once; backends run them as one kernel (oneDNN: post-ops).
 #include <algorithm>
 
 #include "ops/op.hpp"
@@ -22,27 +25,31 @@ Node activation_node(const Node& fused) {
     if (op == "LeakyRelu" || op == "Elu") param(0, "alpha");
     else if (op == "HardSigmoid") param(0, "alpha"), param(1, "beta");
     else if (op == "Clip") param(0, "min"), param(1, "max");
-    else if (op != "Relu" && op != "Sigmoid" && op != "Tanh" && op != "HardSwish")
+    else if (op != "Relu" && op != "Sigmoid" && op != "Tanh" && op != "HardSwish" && op != "Gelu")
         fail_node(fused, "unsupported fused activation '" + op + "'");
     return act;
 }
 
-class FusedConvKernel final : public NodeKernel {
+// The main op on the first `main_inputs` inputs, then + input `add_input` (if given), then the
+// activation.
+class FusedKernel final : public NodeKernel {
 public:
-    explicit FusedConvKernel(const KernelInfo& info)
+    FusedKernel(const KernelInfo& info, const std::string& main_op, size_t main_inputs, size_t add_input)
         : NodeKernel(info.node),
-          conv_(OpTable::instance().find("Conv")->reference_kernel(conv_info(info))),
-          add_(info.node.has_input(3) ? make_add(info) : nullptr),
+          main_inputs_(main_inputs),
+          add_input_(add_input),
+          main_(OpTable::instance().find(main_op)->reference_kernel(main_info(info, main_inputs))),
+          add_(info.node.has_input(add_input) ? make_add(info) : nullptr),
           activation_(info.node.has_attribute("activation") ? make_activation(info) : nullptr) {}
 
     void compute(KernelContext& ctx) const override {
-        KernelContext conv;
-        conv.num_threads = ctx.num_threads;
-        conv.inputs.assign(ctx.inputs.begin(), ctx.inputs.begin() + std::min<size_t>(3, ctx.inputs.size()));
-        conv.outputs.resize(1);
-        conv_->compute(conv);
-        Tensor y = std::move(conv.outputs[0]);
-        if (add_) y = apply(*add_, {&y, &ctx.input(3)}, ctx.num_threads);
+        KernelContext main;
+        main.num_threads = ctx.num_threads;
+        main.inputs.assign(ctx.inputs.begin(), ctx.inputs.begin() + std::min(main_inputs_, ctx.inputs.size()));
+        main.outputs.resize(1);
+        main_->compute(main);
+        Tensor y = std::move(main.outputs[0]);
+        if (add_) y = apply(*add_, {&y, &ctx.input(add_input_)}, ctx.num_threads);
         if (activation_) y = apply(*activation_, {&y}, ctx.num_threads);
         ctx.outputs[0] = std::move(y);
     }
@@ -57,15 +64,15 @@ private:
         return std::move(step.outputs[0]);
     }
 
-    // The Conv part sees X, W and B only.
-    static KernelInfo conv_info(const KernelInfo& info) {
-        KernelInfo conv = info;
-        if (conv.constant_inputs.size() > 3) conv.constant_inputs.resize(3);
-        return conv;
+    // The main op sees its own inputs (it ignores the activation's attributes).
+    static KernelInfo main_info(const KernelInfo& info, size_t inputs) {
+        KernelInfo main = info;
+        if (main.constant_inputs.size() > inputs) main.constant_inputs.resize(inputs);
+        return main;
     }
 
     static std::unique_ptr<OpKernel> make_add(const KernelInfo& info) {
-        const Node add("Add", info.node.name() + "_residual", {"y", "z"}, {"out"});
+        const Node add("Add", info.node.name() + "_add", {"y", "z"}, {"out"});
         return OpTable::instance().find("Add")->reference_kernel(KernelInfo{add, 14, {}, {}});
     }
 
@@ -75,15 +82,37 @@ private:
         return OpTable::instance().find(act.op_type())->reference_kernel(KernelInfo{act, 10, {}, {}});
     }
 
-    std::unique_ptr<OpKernel> conv_, add_, activation_;
+    size_t main_inputs_, add_input_;
+    std::unique_ptr<OpKernel> main_, add_, activation_;
 };
 
 }  // namespace
 
 void register_fused_ops(OpTable& table) {
+    auto fused = [&](const char* name, const char* main_op, int min_inputs, int max_inputs, size_t main_inputs,
+                     size_t add_input, ShapeInferenceFn infer) {
+        const std::string op = main_op;
+        table.add(OpSchema{name, "com.pyflame", 1, min_inputs, max_inputs, 1, 1, std::move(infer),
+                           [op, main_inputs, add_input](const KernelInfo& info) {
+                               return std::make_unique<FusedKernel>(info, op, main_inputs, add_input);
+                           }});
+    };
     const OpSchema* conv = table.find("Conv");
-    table.add(OpSchema{"FusedConv", "com.pyflame", 1, 2, 4, 1, 1, conv ? conv->infer : ShapeInferenceFn{},
-                       [](const KernelInfo& info) { return std::make_unique<FusedConvKernel>(info); }});
+    const OpSchema* matmul = table.find("MatMul");
+    const OpSchema* gemm = table.find("Gemm");
+    fused("FusedConv", "Conv", 2, 4, 3, 3, conv ? conv->infer : ShapeInferenceFn{});
+    // MatMul's inference on A and B; the bias broadcasts along the last axis.
+    ShapeInferenceFn matmul_infer;
+    if (matmul && matmul->infer)
+        matmul_infer = [infer = matmul->infer](InferenceContext& ctx) {
+            InferenceContext mm{ctx.node, ctx.opset, {ctx.inputs.begin(), ctx.inputs.begin() + std::min<size_t>(2, ctx.inputs.size())},
+                                {ctx.constant_inputs.begin(), ctx.constant_inputs.begin() + std::min<size_t>(2, ctx.constant_inputs.size())},
+                                std::move(ctx.outputs)};
+            infer(mm);
+            ctx.outputs = std::move(mm.outputs);
+        };
+    fused("FusedMatMul", "MatMul", 2, 3, 2, 2, matmul_infer);
+    fused("FusedGemm", "Gemm", 2, 3, 3, 99, gemm ? gemm->infer : ShapeInferenceFn{});
 }
 
 }  // namespace pyflame_rt::ops

@@ -173,9 +173,38 @@ protected:
     }
 };
 
+// Clip's bounds: attributes before opset 11, constant inputs from 11; absent = unbounded.
+bool clip_bounds(const Graph& graph, const GraphUses& uses, const Node& clip, std::vector<double>& params) {
+    double lo = clip.get_attribute<double>("min", -3.4028234663852886e38);
+    double hi = clip.get_attribute<double>("max", 3.4028234663852886e38);
+    for (size_t i = 1; i < 3; ++i) {
+        if (!clip.has_input(i)) continue;
+        if (!is_f32_constant(uses, graph, clip.inputs()[i])) return false;
+        const Tensor& t = graph.get_initializer(clip.inputs()[i]);
+        if (t.num_elements() != 1) return false;
+        (i == 1 ? lo : hi) = t.data_ptr<float>()[0];
+    }
+    params = {lo, hi};
+    return true;
+}
+
+// Whether `act` is an activation the fused ops apply (their `activation` attribute is its op
+// type), with its `activation_params`.
+bool fusable_activation(const Graph& graph, const GraphUses& uses, const Node& act, std::vector<double>& params) {
+    const std::string& op = act.op_type();
+    if (!act.domain().empty() || act.inputs().empty()) return false;
+    if (op == "LeakyRelu") params = {act.get_attribute<double>("alpha", 0.01)};
+    else if (op == "Elu") params = {act.get_attribute<double>("alpha", 1.0)};
+    else if (op == "HardSigmoid") params = {act.get_attribute<double>("alpha", 0.2), act.get_attribute<double>("beta", 0.5)};
+    else if (op == "Clip") return clip_bounds(graph, uses, act, params);
+    else if (op == "Gelu") return act.get_attribute<std::string>("approximate", "none") == "none";
+    return op == "Relu" || op == "Sigmoid" || op == "Tanh" || op == "HardSwish" || op == "LeakyRelu" || op == "Elu" ||
+           op == "HardSigmoid";
+}
+
 // Conv (or a FusedConv without one) -> activation (Relu, LeakyRelu, Sigmoid, Tanh,
-// HardSigmoid, HardSwish, Elu, Clip with constant bounds) becomes FusedConv (com.pyflame): one
-// kernel, one pass over the output.
+// HardSigmoid, HardSwish, Elu, Gelu, Clip with constant bounds) becomes FusedConv (com.pyflame):
+// one kernel, one pass over the output.
 class FuseConvActivation : public NodeRewritePass {
 public:
     std::string name() const override { return "fuse_conv_activation"; }
@@ -189,14 +218,8 @@ protected:
         if (!act_ptr || !(*act_ptr)->domain().empty() || (*act_ptr)->inputs()[0] != conv->outputs()[0]) return false;
         const Node& act = **act_ptr;
         std::vector<double> params;
+        if (!fusable_activation(graph, uses, act, params)) return false;
         const std::string& op = act.op_type();
-        if (op == "LeakyRelu") params = {act.get_attribute<double>("alpha", 0.01)};
-        else if (op == "Elu") params = {act.get_attribute<double>("alpha", 1.0)};
-        else if (op == "HardSigmoid") params = {act.get_attribute<double>("alpha", 0.2), act.get_attribute<double>("beta", 0.5)};
-        else if (op == "Clip" && !clip_bounds(graph, uses, act, params)) return false;
-        else if (op != "Relu" && op != "Sigmoid" && op != "Tanh" && op != "HardSwish" && op != "Clip" &&
-                 op != "LeakyRelu" && op != "Elu" && op != "HardSigmoid")
-            return false;
         auto fused = fused_conv_from(*conv, act.outputs()[0]);
         fused->set_attribute("activation", op);
         if (!params.empty()) fused->set_attribute("activation_params", params);
@@ -206,21 +229,6 @@ protected:
         return true;
     }
 
-private:
-    // Clip's bounds: attributes before opset 11, constant inputs from 11; absent = unbounded.
-    static bool clip_bounds(const Graph& graph, const GraphUses& uses, const Node& clip, std::vector<double>& params) {
-        double lo = clip.get_attribute<double>("min", -3.4028234663852886e38);
-        double hi = clip.get_attribute<double>("max", 3.4028234663852886e38);
-        for (size_t i = 1; i < 3; ++i) {
-            if (!clip.has_input(i)) continue;
-            if (!is_f32_constant(uses, graph, clip.inputs()[i])) return false;
-            const Tensor& t = graph.get_initializer(clip.inputs()[i]);
-            if (t.num_elements() != 1) return false;
-            (i == 1 ? lo : hi) = t.data_ptr<float>()[0];
-        }
-        params = {lo, hi};
-        return true;
-    }
 };
 
 // x * 0.5 * (1 + erf(x / sqrt(2))) as torch exports it — Div(x, sqrt 2) -> Erf -> Add(1) ->
@@ -278,6 +286,73 @@ private:
     }
 };
 
+// MatMul(A[..., K], B[K, N] constant) -> Add(bias [N] constant) becomes FusedMatMul(A, B, bias)
+// where Gemm does not apply: A of rank 3 and more (transformers' [batch, seq, hidden]
+// projections). The bias is added as the product is written.
+class FuseMatMulBias : public NodeRewritePass {
+public:
+    std::string name() const override { return "fuse_matmul_bias"; }
+    int level() const override { return 2; }
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& mm,
+                     PassResult& r) const override {
+        if (mm->op_type() != "MatMul" || !mm->domain().empty() || mm->inputs().size() != 2) return false;
+        if (!is_f32_constant(uses, graph, mm->inputs()[1]) || rank_of(graph, mm->inputs()[0]) < 2) return false;
+        const Tensor& b = graph.get_initializer(mm->inputs()[1]);
+        if (b.ndim() != 2) return false;
+        const auto* add_ptr = sole_consumer(graph, uses, mm->outputs()[0]);
+        if (!add_ptr || (*add_ptr)->op_type() != "Add" || !(*add_ptr)->domain().empty()) return false;
+        const Node& add = **add_ptr;
+        if (add.inputs().size() != 2 || add.inputs()[0] == add.inputs()[1]) return false;
+        const std::string& bias = add.inputs()[0] == mm->outputs()[0] ? add.inputs()[1] : add.inputs()[0];
+        if (!is_f32_constant(uses, graph, bias)) return false;
+        const Tensor& c = graph.get_initializer(bias);
+        if (c.ndim() != 1 || c.shape()[0] != b.shape()[1]) return false;
+        auto fused = std::make_shared<Node>("FusedMatMul", mm->name(),
+                                            std::vector<std::string>{mm->inputs()[0], mm->inputs()[1], bias},
+                                            std::vector<std::string>{add.outputs()[0]});
+        fused->set_domain("com.pyflame");
+        replace_node(graph, mm.get(), fused, &add);
+        graph.opset_imports().emplace("com.pyflame", 1);
+        ++r.nodes_fused;
+        return true;
+    }
+};
+
+// Gemm, MatMul or FusedMatMul (without an activation) -> activation becomes FusedGemm or
+// FusedMatMul applying it as the product is written.
+class FuseMatMulActivation : public NodeRewritePass {
+public:
+    std::string name() const override { return "fuse_matmul_activation"; }
+    int level() const override { return 2; }
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& mm,
+                     PassResult& r) const override {
+        const bool gemm = mm->op_type() == "Gemm" && mm->domain().empty();
+        const bool matmul = (mm->op_type() == "MatMul" && mm->domain().empty()) ||
+                            (mm->op_type() == "FusedMatMul" && mm->domain() == "com.pyflame" &&
+                             !mm->has_attribute("activation"));
+        if ((!gemm && !matmul) || mm->outputs().size() != 1) return false;
+        const auto* act_ptr = sole_consumer(graph, uses, mm->outputs()[0]);
+        if (!act_ptr || (*act_ptr)->inputs()[0] != mm->outputs()[0]) return false;
+        const Node& act = **act_ptr;
+        std::vector<double> params;
+        if (!fusable_activation(graph, uses, act, params)) return false;
+        auto fused = std::make_shared<Node>(gemm ? "FusedGemm" : "FusedMatMul", mm->name(), mm->inputs(),
+                                            std::vector<std::string>{act.outputs()[0]});
+        for (const auto& [k, v] : mm->attributes()) fused->set_attribute(k, v);
+        fused->set_domain("com.pyflame");
+        fused->set_attribute("activation", act.op_type());
+        if (!params.empty()) fused->set_attribute("activation_params", params);
+        replace_node(graph, mm.get(), fused, &act);
+        graph.opset_imports().emplace("com.pyflame", 1);
+        ++r.nodes_fused;
+        return true;
+    }
+};
+
 }  // namespace
 
 void add_fusion_passes(std::vector<std::unique_ptr<GraphPass>>& passes) {
@@ -286,6 +361,8 @@ void add_fusion_passes(std::vector<std::unique_ptr<GraphPass>>& passes) {
     passes.push_back(std::make_unique<FuseConvAdd>());         // after Conv+BN folding
     passes.push_back(std::make_unique<FuseConvActivation>());  // after the residual add
     passes.push_back(std::make_unique<FuseGelu>());
+    passes.push_back(std::make_unique<FuseMatMulBias>());        // after MatMul+Add to Gemm (rank 2)
+    passes.push_back(std::make_unique<FuseMatMulActivation>());  // after Gelu's pattern became one node
 }
 
 }  // namespace pyflame_rt::optimize

@@ -158,7 +158,10 @@ def test_graph_changes_after_creation_do_not_reach_session(mlp):
 def test_session_graph_is_a_copy(mlp_session):
     g = mlp_session.graph
     assert isinstance(g, rt.Graph)
-    assert [n.name for n in g.nodes] == ["fc1", "relu1", "fc2", "add"]
+    # The optimized graph (level 2): fc1 took relu1 in as its activation.
+    assert [(n.name, n.op_type) for n in g.nodes] == [("fc1", "FusedGemm"), ("fc2", "Gemm"), ("add", "Add")]
+    g.add_node("extra", "Relu", inputs=["y"], outputs=["z"])
+    assert [n.name for n in mlp_session.graph.nodes] == ["fc1", "fc2", "add"]
 
 
 def test_option_defaults():

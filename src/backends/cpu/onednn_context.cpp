@@ -91,6 +91,27 @@ dnnl::memory thread_memory(const dnnl::memory::desc& md, Buffer role) {
     return dnnl::memory(md, *cpu_engine(), b.data);
 }
 
+void append_activation(dnnl::post_ops& ops, const Node& node) {
+    if (!node.has_attribute("activation")) return;
+    const std::string op = node.get_attribute<std::string>("activation");
+    const std::vector<double> p = node.get_attribute<std::vector<double>>("activation_params", {});
+    auto param = [&](size_t i) { return i < p.size() ? static_cast<float>(p[i]) : 0.0f; };
+    using A = dnnl::algorithm;
+    A alg = A::eltwise_relu;
+    float alpha = 0, beta = 0;
+    if (op == "Relu") alg = A::eltwise_relu;
+    else if (op == "LeakyRelu") alg = A::eltwise_relu, alpha = param(0);
+    else if (op == "Sigmoid") alg = A::eltwise_logistic;
+    else if (op == "Tanh") alg = A::eltwise_tanh;
+    else if (op == "Elu") alg = A::eltwise_elu, alpha = param(0);
+    else if (op == "HardSigmoid") alg = A::eltwise_hardsigmoid, alpha = param(0), beta = param(1);
+    else if (op == "HardSwish") alg = A::eltwise_hardswish, alpha = 1.0f / 6.0f, beta = 0.5f;
+    else if (op == "Clip") alg = A::eltwise_clip, alpha = param(0), beta = param(1);
+    else if (op == "Gelu") alg = A::eltwise_gelu_erf;
+    else ops::fail_node(node, "unsupported fused activation '" + op + "'");
+    ops.append_eltwise(alg, alpha, beta);
+}
+
 bool optimized(const dnnl::primitive_desc_base& pd) { return std::strncmp(pd.impl_info_str(), "ref", 3) != 0; }
 
 void Step::execute(dnnl::stream& stream, std::unordered_map<int, dnnl::memory> args) const {

@@ -100,6 +100,10 @@ private:
     mutable std::vector<std::pair<dnnl::memory::desc, std::shared_ptr<const Step>>> steps_;
 };
 
+// A fused node's `activation` (with `activation_params`) as an eltwise post-op; nothing when
+// the node has none.
+void append_activation(dnnl::post_ops& ops, const Node& node);
+
 // Whether oneDNN picked an optimized implementation for `pd`. Its "ref" ones are generic
 // loops: the reference kernel, which defines the semantics, does as well.
 bool optimized(const dnnl::primitive_desc_base& pd);

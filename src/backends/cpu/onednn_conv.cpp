@@ -154,26 +154,7 @@ private:
         dnnl::primitive_attr attr = base_attr();
         dnnl::post_ops ops;
         if (node.has_input(3)) ops.append_sum(1.0f);
-        if (!node.has_attribute("activation")) {
-            attr.set_post_ops(ops);
-            return attr;
-        }
-        const std::string op = node.get_attribute<std::string>("activation");
-        const std::vector<double> p = node.get_attribute<std::vector<double>>("activation_params", {});
-        auto param = [&](size_t i) { return i < p.size() ? static_cast<float>(p[i]) : 0.0f; };
-        using A = dnnl::algorithm;
-        A alg = A::eltwise_relu;
-        float alpha = 0, beta = 0;
-        if (op == "Relu") alg = A::eltwise_relu;
-        else if (op == "LeakyRelu") alg = A::eltwise_relu, alpha = param(0);
-        else if (op == "Sigmoid") alg = A::eltwise_logistic;
-        else if (op == "Tanh") alg = A::eltwise_tanh;
-        else if (op == "Elu") alg = A::eltwise_elu, alpha = param(0);
-        else if (op == "HardSigmoid") alg = A::eltwise_hardsigmoid, alpha = param(0), beta = param(1);
-        else if (op == "HardSwish") alg = A::eltwise_hardswish, alpha = 1.0f / 6.0f, beta = 0.5f;
-        else if (op == "Clip") alg = A::eltwise_clip, alpha = param(0), beta = param(1);
-        else ops::fail_node(node, "unsupported fused activation '" + op + "'");
-        ops.append_eltwise(alg, alpha, beta);
+        append_activation(ops, node);
         attr.set_post_ops(ops);
         return attr;
     }

@@ -1,5 +1,7 @@
 // MatMul (numpy semantics) and Gemm (alpha, beta, transA, transB, broadcast C) on oneDNN's
-// matmul, float32. A constant B is packed once into the layout the primitive prefers.
+// matmul, float32, and their fused forms (com.pyflame FusedMatMul: + bias [N] + activation;
+// FusedGemm: + activation) with the bias and activation applied as the product is written.
+// A constant B is packed once into the layout the primitive prefers.
 #include <algorithm>
 
 #include "backends/cpu/onednn_context.hpp"
@@ -59,16 +61,23 @@ public:
     }
 
     MatMulKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
-        : FastKernel(info, std::move(reference)) {
+        : FastKernel(info, std::move(reference)), has_bias_(info.node.has_input(2)), attr_(base_attr()) {
         if (const Tensor* b = float_constant(info, 1)) b_.emplace(*b);
+        dnnl::post_ops post_ops;
+        append_activation(post_ops, info.node);
+        attr_.set_post_ops(post_ops);
     }
 
     void compute(ops::KernelContext& ctx) const override {
         apply_thread_budget(ctx.num_threads);
         const Tensor& a = ctx.input(0);
         const Tensor& b = ctx.input(1);
+        const Tensor* bias = has_bias_ ? &ctx.input(2) : nullptr;
         if (a.dtype() != DType::Float32 || b.dtype() != DType::Float32 || a.ndim() == 0 || b.ndim() == 0 ||
             a.num_elements() == 0 || b.num_elements() == 0)
+            return fallback(ctx);
+        if (bias && (bias->dtype() != DType::Float32 || bias->ndim() != 1 || b.ndim() < 2 ||
+                     bias->shape()[0] != b.shape().back()))
             return fallback(ctx);
         std::vector<int64_t> key{static_cast<int64_t>(a.ndim())};
         key.insert(key.end(), a.shape().begin(), a.shape().end());
@@ -76,7 +85,7 @@ public:
         const auto entry = cache_.get(key, [&] { return build(a.shape(), b.shape()); });
         if (!entry) return fallback(ctx);  // also for mismatched shapes: the reference kernel words the error
         Tensor y(entry->out_shape, DType::Float32);
-        run_matmul(*entry, a, b, y, nullptr);
+        run_matmul(*entry, a, b, y, bias ? bias->data_ptr<float>() : nullptr);
         ctx.outputs[0] = std::move(y);
     }
 
@@ -116,9 +125,18 @@ private:
             y_dims = to_dims(batch);
             y_dims.insert(y_dims.end(), {m, n});
         }
-        return build_matmul(out_shape, plain_desc(a_dims), plain_desc(b_dims), plain_desc(y_dims), {}, b_, base_attr());
+        // FusedMatMul's bias [N]: broadcast over every row of every matrix.
+        dnnl::memory::desc bias;
+        if (has_bias_) {
+            Dims bias_dims(y_dims.size(), 1);
+            bias_dims.back() = n;
+            bias = plain_desc(bias_dims);
+        }
+        return build_matmul(out_shape, plain_desc(a_dims), plain_desc(b_dims), plain_desc(y_dims), bias, b_, attr_);
     }
 
+    bool has_bias_;                    // FusedMatMul's third input
+    dnnl::primitive_attr attr_;        // FusedMatMul's activation as a post-op
     std::optional<PackedConstant> b_;  // when B is an initializer
     ShapeCache<MatMulEntry> cache_;
 };
@@ -142,7 +160,8 @@ public:
           alpha_(static_cast<float>(info.node.get_attribute<double>("alpha", 1.0))),
           beta_(static_cast<float>(info.node.get_attribute<double>("beta", 1.0))),
           trans_a_(info.node.get_attribute<int64_t>("transA", 0) == 1),
-          trans_b_(info.node.get_attribute<int64_t>("transB", 0) == 1) {
+          trans_b_(info.node.get_attribute<int64_t>("transB", 0) == 1),
+          node_with_activation_(activation_of(info.node)) {
         if (const Tensor* b = float_constant(info, 1)) b_.emplace(*b);
         // A constant C (it is then the C of every run) is scaled for the bias once.
         if (const Tensor* c = float_constant(info, 2); c && beta_ != alpha_) {
@@ -206,6 +225,7 @@ private:
         dnnl::post_ops post_ops;
         if (alpha_ != 1.0f) post_ops.append_eltwise(dnnl::algorithm::eltwise_linear, alpha_, 0.0f);
         if (mode == CMode::Sum) post_ops.append_sum(beta_);
+        append_activation(post_ops, node_with_activation_);  // FusedGemm
         dnnl::primitive_attr attr = base_attr();
         attr.set_post_ops(post_ops);
         const dnnl::memory::desc bias = mode == CMode::Bias ? plain_desc({1, n}) : dnnl::memory::desc();
@@ -217,8 +237,17 @@ private:
         std::transform(c.data_ptr<float>(), c.data_ptr<float>() + c.num_elements(), out, [s](float v) { return v * s; });
     }
 
+    // The node's activation attributes only (kernels keep no node; this one is small).
+    static Node activation_of(const Node& node) {
+        Node act(node.op_type(), node.name(), {}, {});
+        for (const char* key : {"activation", "activation_params"})
+            if (node.has_attribute(key)) act.set_attribute(key, node.attributes().at(key));
+        return act;
+    }
+
     float alpha_, beta_;
     bool trans_a_, trans_b_;
+    Node node_with_activation_;
     std::optional<PackedConstant> b_;  // when B is an initializer
     Tensor scaled_c_;                  // beta / alpha * C, when C is an initializer and beta != alpha
     ShapeCache<MatMulEntry> cache_;
@@ -229,6 +258,8 @@ private:
 void add_matmul_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
     kernels["::MatMul"] = factory<MatMulKernel>("MatMul");
     kernels["::Gemm"] = factory<GemmKernel>("Gemm");
+    kernels["com.pyflame::FusedMatMul"] = factory<MatMulKernel>("FusedMatMul", "com.pyflame");
+    kernels["com.pyflame::FusedGemm"] = factory<GemmKernel>("FusedGemm", "com.pyflame");
 }
 
 }  // namespace pyflame_rt::onednn
