@@ -14,14 +14,19 @@ import pyflame_rt as rt
 
 def conv_net(batch=None) -> onnx.ModelProto:
     """Convolutions whose outputs go to oneDNN readers only (blocked layout flows), to a mix of
-    readers (a Sigmoid and a graph output: reordered at the boundary), residual adds and pools."""
+    readers (a Sigmoid and a graph output: reordered at the boundary), residual adds, pools and
+    a batch normalization that no Conv absorbs."""
     rng = np.random.default_rng(7)
 
     def weight(name, *shape):
         return numpy_helper.from_array((rng.standard_normal(shape) * 0.2).astype(np.float32), name)
 
     inits = [weight("w1", 16, 3, 3, 3), weight("b1", 16), weight("w2", 16, 16, 3, 3), weight("w3", 16, 16, 1, 1),
-             weight("w4", 32, 16, 3, 3), weight("wd", 16, 1, 3, 3)]
+             weight("w4", 32, 16, 3, 3), weight("wd", 16, 1, 3, 3),
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, 16).astype(np.float32), "bn_scale"),
+             numpy_helper.from_array(rng.uniform(-0.5, 0.5, 16).astype(np.float32), "bn_bias"),
+             numpy_helper.from_array(rng.uniform(-0.5, 0.5, 16).astype(np.float32), "bn_mean"),
+             numpy_helper.from_array(rng.uniform(0.5, 2.0, 16).astype(np.float32), "bn_var")]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"]),
@@ -33,7 +38,9 @@ def conv_net(batch=None) -> onnx.ModelProto:
         helper.make_node("Conv", ["c3", "wd"], ["d3"], group=16, pads=[1, 1, 1, 1]),  # depthwise
         helper.make_node("Mul", ["d3", "s3"], ["m3"]),
         helper.make_node("MaxPool", ["m3"], ["p3"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
-        helper.make_node("Conv", ["p3", "w4"], ["c4"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("BatchNormalization", ["p3", "bn_scale", "bn_bias", "bn_mean", "bn_var"], ["n3"],
+                         epsilon=1e-3),  # after a pool: not folded into a Conv
+        helper.make_node("Conv", ["n3", "w4"], ["c4"], pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("AveragePool", ["c4"], ["p4"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
         helper.make_node("GlobalAveragePool", ["p4"], ["g4"]),
         helper.make_node("Flatten", ["g4"], ["y"]),

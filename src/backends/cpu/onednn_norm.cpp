@@ -2,6 +2,8 @@
 // (prod(dims[:axis]), prod(dims[axis:])) normalized along its rows, with per-column scale and
 // bias of exactly that row length. Broadcast scale/bias and the optional Mean/InvStdDev
 // outputs stay with the reference kernel.
+// BatchNormalization (inference: the given running mean and variance) on oneDNN's batch
+// normalization, reading and writing whatever layout arrives (a convolution's blocked one).
 #include "backends/cpu/onednn_context.hpp"
 
 namespace pyflame_rt::onednn {
@@ -74,10 +76,91 @@ private:
     ShapeCache<LayerNormEntry> cache_;
 };
 
+struct BatchNormEntry {
+    dnnl::memory::desc data, params;          // data: the input's layout, which the output keeps
+    dnnl::memory::desc plain;                 // the output row-major
+    Step step;
+    std::optional<Step> to_plain;             // when the layout is not row-major
+    std::shared_ptr<const OneDnnLayout> layout;
+};
+
+class BatchNormKernel final : public FastKernel {
+public:
+    static std::unique_ptr<ops::OpKernel> create(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference) {
+        const auto& outputs = info.node.outputs();
+        for (size_t i = 1; i < outputs.size(); ++i)
+            if (!outputs[i].empty()) return reference;  // training outputs (running statistics)
+        if (info.node.get_attribute<int64_t>("training_mode", 0) != 0) return reference;
+        return std::make_unique<BatchNormKernel>(info, std::move(reference));
+    }
+
+    BatchNormKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
+        : FastKernel(info, std::move(reference)),
+          epsilon_(static_cast<float>(info.node.get_attribute<double>("epsilon", 1e-5))) {}
+
+    bool reads_layout(size_t input) const override { return input == 0; }
+    bool writes_layout(size_t output) const override { return output == 0; }
+
+    void compute(ops::KernelContext& ctx) const override {
+        apply_thread_budget(ctx.num_threads);
+        const Tensor& x = ctx.input(0);
+        if (x.dtype() != DType::Float32 || x.ndim() < 2 || x.ndim() > 5 || x.num_elements() == 0) return fallback(ctx);
+        const int64_t channels = x.shape()[1];
+        for (size_t i = 1; i < 5; ++i)
+            if (!ctx.has_input(i) || ctx.input(i).dtype() != DType::Float32 ||
+                ctx.input(i).shape() != std::vector<int64_t>{channels})
+                return fallback(ctx);  // the reference kernel words the error
+        const dnnl::memory::desc x_desc = desc_of(x, plain_desc(to_dims(x.shape())));
+        std::vector<int64_t> key = x.shape();
+        for (int64_t k : layout_key(x_desc)) key.push_back(k);
+        const auto entry = cache_.get(key, [&]() -> std::shared_ptr<BatchNormEntry> {
+            auto e = std::make_shared<BatchNormEntry>();
+            e->data = x_desc;
+            e->params = plain_desc({channels});
+            e->plain = plain_desc(to_dims(x.shape()));
+            const auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
+                               dnnl::normalization_flags::use_shift;
+            try {
+                const dnnl::batch_normalization_forward::primitive_desc pd(
+                    *cpu_engine(), dnnl::prop_kind::forward_inference, e->data, e->data, epsilon_, flags, base_attr());
+                if (!optimized(pd)) return nullptr;
+                e->step = Step{dnnl::batch_normalization_forward(pd), pd.scratchpad_desc()};
+            } catch (const dnnl::error&) {
+                return nullptr;
+            }
+            if (e->data != e->plain) {
+                e->to_plain = make_reorder(e->data, e->plain);
+                e->layout = std::make_shared<OneDnnLayout>(e->data);
+            }
+            return e;
+        });
+        if (!entry) return fallback(ctx);
+        const bool write_layout = entry->layout && ctx.may_write_layout(0);
+        Tensor y = write_layout ? Tensor(x.shape(), DType::Float32, entry->layout) : Tensor(x.shape(), DType::Float32);
+        dnnl::stream stream(*cpu_engine());
+        const dnnl::memory y_memory = memory_over(write_layout ? entry->data : entry->plain, y.data());
+        const dnnl::memory dst = write_layout || !entry->layout ? y_memory : thread_memory(entry->data, Buffer::Dst);
+        entry->step.execute(stream, {{DNNL_ARG_SRC, memory_over(entry->data, x.data())},
+                                     {DNNL_ARG_DST, dst},
+                                     {DNNL_ARG_SCALE, memory_over(entry->params, ctx.input(1).data())},
+                                     {DNNL_ARG_SHIFT, memory_over(entry->params, ctx.input(2).data())},
+                                     {DNNL_ARG_MEAN, memory_over(entry->params, ctx.input(3).data())},
+                                     {DNNL_ARG_VARIANCE, memory_over(entry->params, ctx.input(4).data())}});
+        if (!write_layout && entry->layout) entry->to_plain->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+        stream.wait();
+        ctx.outputs[0] = std::move(y);
+    }
+
+private:
+    float epsilon_;
+    ShapeCache<BatchNormEntry> cache_;
+};
+
 }  // namespace
 
 void add_norm_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
     kernels["::LayerNormalization"] = factory<LayerNormKernel>("LayerNormalization");
+    kernels["::BatchNormalization"] = factory<BatchNormKernel>("BatchNormalization");
 }
 
 }  // namespace pyflame_rt::onednn
