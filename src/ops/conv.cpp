@@ -134,6 +134,52 @@ std::array<WindowAxis, 3> as_3d(const std::vector<WindowAxis>& axes) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// ConvTransposeAttributes (op.hpp)
+ConvTransposeAttributes::ConvTransposeAttributes(const Node& node)
+    : window(WindowAttributes::parse(node, false)),
+      output_padding(node.get_attribute<std::vector<int64_t>>("output_padding", {})),
+      output_shape(node.get_attribute<std::vector<int64_t>>("output_shape", {})),
+      group(node.get_attribute<int64_t>("group", 1)) {
+    if (group < 1) fail_node(node, "attribute 'group' is " + std::to_string(group) + "; expected >= 1");
+    for (int64_t v : output_padding)
+        if (v < 0) fail_node(node, "attribute 'output_padding' " + shape_to_string(output_padding) + " must be >= 0");
+}
+
+WindowAxis ConvTransposeAttributes::axis(size_t i, size_t spatial, int64_t kernel, int64_t in, const Node& node) const {
+    if (!output_padding.empty() && output_padding.size() != spatial)
+        fail_node(node, "attribute 'output_padding' " + shape_to_string(output_padding) + " does not have " +
+                            std::to_string(spatial) + " values");
+    std::vector<int64_t> shape = output_shape;
+    if (shape.size() == spatial + 2) shape.erase(shape.begin(), shape.begin() + 2);  // (N, C, spatial...) given
+    if (!shape.empty() && shape.size() != spatial)
+        fail_node(node, "attribute 'output_shape' " + shape_to_string(output_shape) + " does not have " +
+                            std::to_string(spatial) + " values");
+    WindowAxis a;
+    a.kernel = kernel;
+    a.output = in;
+    a.stride = window.strides.empty() ? 1 : window.strides[i];
+    a.dilation = window.dilations.empty() ? 1 : window.dilations[i];
+    const int64_t adj = output_padding.empty() ? 0 : output_padding[i];
+    const int64_t full = a.stride * (in - 1) + adj + (kernel - 1) * a.dilation + 1;
+    const bool same = window.auto_pad == AutoPad::SameUpper || window.auto_pad == AutoPad::SameLower;
+    if (!shape.empty() || same) {
+        a.input = !shape.empty() ? shape[i] : in * a.stride;
+        // A requested size past the full one is zero-extended at the end (as ONNX Runtime).
+        const int64_t total = std::max<int64_t>(0, full - a.input);
+        a.pad_begin = window.auto_pad == AutoPad::SameUpper ? total / 2 : total - total / 2;
+        a.pad_end = total - a.pad_begin;
+    } else {
+        if (window.auto_pad == AutoPad::NotSet && !window.pads.empty()) {
+            a.pad_begin = window.pads[i];
+            a.pad_end = window.pads[i + spatial];
+        }
+        a.input = full - a.pad_begin - a.pad_end;
+    }
+    if (a.input < 0)
+        fail_node(node, "spatial axis " + std::to_string(i) + " would have output size " + std::to_string(a.input));
+    return a;
+}
+
 // Conv, ConvTranspose, DeformConv
 
 namespace {
@@ -403,64 +449,7 @@ void infer_conv(InferenceContext& ctx) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// ConvTranspose: X (N, C, in...), W (C, M/group, kernel...), optional B (M). Each output axis is
-// stride * (in - 1) + output_padding + (kernel - 1) * dilation + 1 - pads; with output_shape
-// (or SAME auto_pad, whose output is in * stride) the pads come from the difference, the odd
-// cell at the end for SAME_UPPER and at the beginning otherwise.
-
-struct TransposeAttrs {
-    WindowAttributes window;
-    std::vector<int64_t> output_padding, output_shape;
-    int64_t group = 1;
-
-    explicit TransposeAttrs(const Node& node)
-        : window(WindowAttributes::parse(node, false)),
-          output_padding(node.get_attribute<std::vector<int64_t>>("output_padding", {})),
-          output_shape(node.get_attribute<std::vector<int64_t>>("output_shape", {})),
-          group(node.get_attribute<int64_t>("group", 1)) {
-        if (group < 1) fail_node(node, "attribute 'group' is " + std::to_string(group) + "; expected >= 1");
-        for (int64_t v : output_padding)
-            if (v < 0) fail_node(node, "attribute 'output_padding' " + shape_to_string(output_padding) + " must be >= 0");
-    }
-
-    // Axis i of `spatial`: the geometry as the Conv whose gradient this is (its "input" is
-    // our output, its "output" our input), for col2im.
-    WindowAxis axis(size_t i, size_t spatial, int64_t kernel, int64_t in, const Node& node) const {
-        if (!output_padding.empty() && output_padding.size() != spatial)
-            fail_node(node, "attribute 'output_padding' " + shape_to_string(output_padding) + " does not have " +
-                                std::to_string(spatial) + " values");
-        std::vector<int64_t> shape = output_shape;
-        if (shape.size() == spatial + 2) shape.erase(shape.begin(), shape.begin() + 2);  // (N, C, spatial...) given
-        if (!shape.empty() && shape.size() != spatial)
-            fail_node(node, "attribute 'output_shape' " + shape_to_string(output_shape) + " does not have " +
-                                std::to_string(spatial) + " values");
-        WindowAxis a;
-        a.kernel = kernel;
-        a.output = in;
-        a.stride = window.strides.empty() ? 1 : window.strides[i];
-        a.dilation = window.dilations.empty() ? 1 : window.dilations[i];
-        const int64_t adj = output_padding.empty() ? 0 : output_padding[i];
-        const int64_t full = a.stride * (in - 1) + adj + (kernel - 1) * a.dilation + 1;
-        const bool same = window.auto_pad == AutoPad::SameUpper || window.auto_pad == AutoPad::SameLower;
-        if (!shape.empty() || same) {
-            a.input = !shape.empty() ? shape[i] : in * a.stride;
-            // A requested size past the full one is zero-extended at the end (as ONNX Runtime).
-            const int64_t total = std::max<int64_t>(0, full - a.input);
-            a.pad_begin = window.auto_pad == AutoPad::SameUpper ? total / 2 : total - total / 2;
-            a.pad_end = total - a.pad_begin;
-        } else {
-            if (window.auto_pad == AutoPad::NotSet && !window.pads.empty()) {
-                a.pad_begin = window.pads[i];
-                a.pad_end = window.pads[i + spatial];
-            }
-            a.input = full - a.pad_begin - a.pad_end;
-        }
-        if (a.input < 0)
-            fail_node(node, "spatial axis " + std::to_string(i) + " would have output size " + std::to_string(a.input));
-        return a;
-    }
-};
-
+// ConvTranspose (geometry: ConvTransposeAttributes in op.hpp), by GEMM and col2im.
 class ConvTransposeKernel final : public NodeKernel {
 public:
     explicit ConvTransposeKernel(const Node& node) : NodeKernel(node), attrs_(node) {
@@ -534,7 +523,7 @@ private:
         return y;
     }
 
-    TransposeAttrs attrs_;
+    ConvTransposeAttributes attrs_;
 };
 
 void infer_conv_transpose(InferenceContext& ctx) {
@@ -543,7 +532,7 @@ void infer_conv_transpose(InferenceContext& ctx) {
     const TensorInfo& x = ctx.input(0);
     const size_t rank = x.shape.size();
     if (rank < 3) fail_node(node, "input X has shape " + shape_to_string(x.shape) + "; expected rank 3 to 5");
-    const TransposeAttrs attrs(node);
+    const ConvTransposeAttributes attrs(node);
     attrs.window.check_rank(rank - 2, node);
     Shape kernel(rank - 2);
     std::optional<int64_t> maps;

@@ -236,6 +236,21 @@ std::vector<WindowAxis> resolve_window(const WindowAttributes& attrs, const std:
 // Output spatial dims for shape inference: nullopt where the input size or kernel is unknown.
 Shape infer_window_output(const WindowAttributes& attrs, const Shape& kernel, const Shape& input_spatial,
                           const Node& node);
+// ConvTranspose: X (N, C, in...), W (C, M/group, kernel...), optional B (M). Each output axis is
+// stride * (in - 1) + output_padding + (kernel - 1) * dilation + 1 - pads; with output_shape
+// (or SAME auto_pad, whose output is in * stride) the pads come from the difference, the odd
+// cell at the end for SAME_UPPER and at the beginning otherwise. Defined in conv.cpp.
+struct ConvTransposeAttributes {
+    WindowAttributes window;
+    std::vector<int64_t> output_padding, output_shape;
+    int64_t group = 1;
+
+    explicit ConvTransposeAttributes(const Node& node);  // ValidationError naming the node for bad values
+    // Axis i of `spatial` as the Conv whose gradient this is: its `input` is our output size,
+    // its `output` our input size, its pads our pads.
+    WindowAxis axis(size_t i, size_t spatial, int64_t kernel, int64_t in, const Node& node) const;
+};
+
 // 1-D and 2-D windows as 3-D ones with leading identity axes, so kernels loop over 3 axes only.
 std::array<WindowAxis, 3> as_3d(const std::vector<WindowAxis>& axes);
 

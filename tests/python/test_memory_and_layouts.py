@@ -188,3 +188,32 @@ def test_compile_model_caches_the_optimized_graph(tmp_path):
     assert [n.op_type for n in rebuilt.nodes] == [n.op_type for n in graph.nodes]
     with pytest.raises(rt.ValidationError, match="optimization_level"):
         rt.compile_model(path, rt.CompileOptions(optimization_level=7))
+
+
+@pytest.mark.parametrize("dims,stride,pad,out_pad,dilation,group", [
+    (2, 2, 1, 1, 1, 1),
+    (2, 1, 0, 0, 2, 2),
+    (2, 3, 1, 2, 1, 4),   # output_padding past the end pad
+    (1, 2, 0, 1, 1, 1),
+    (3, 2, 1, 0, 1, 2),
+])
+def test_conv_transpose_matches_torch(tmp_path, dims, stride, pad, out_pad, dilation, group):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(dims * 10 + stride)
+    channels, maps_per_group, k = 8, 3, 3
+    x = rng.standard_normal([2, channels] + [7, 6, 5][:dims]).astype(np.float32)
+    w = rng.standard_normal([channels, maps_per_group] + [k] * dims).astype(np.float32)
+    b = rng.standard_normal(maps_per_group * group).astype(np.float32)
+    node = helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=[stride] * dims, pads=[pad] * 2 * dims,
+                            output_padding=[out_pad] * dims, dilations=[dilation] * dims, group=group)
+    graph = helper.make_graph([node], "deconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path, "d.onnx")
+    transpose = {1: torch.nn.functional.conv_transpose1d, 2: torch.nn.functional.conv_transpose2d,
+                 3: torch.nn.functional.conv_transpose3d}[dims]
+    expected = transpose(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride=stride, padding=pad,
+                         output_padding=out_pad, groups=group, dilation=dilation).numpy()
+    got = rt.InferenceSession(path).run(None, {"x": x})[0]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -167,11 +167,150 @@ private:
     ShapeCache<ConvEntry> cache_;
 };
 
+// ConvTranspose on oneDNN's deconvolution (1-D to 3-D, groups, dilations, output_padding and
+// output_shape through the pads). ONNX's (C, M/group, k...) weights are read in place through
+// strides; constant weights are packed once. Reads and writes oneDNN layouts like Conv.
+struct DeconvEntry {
+    std::vector<int64_t> out_shape;
+    dnnl::memory::desc w_plain, y_plain, weights, dst;
+    Step deconv;
+    std::optional<ReorderInto> src_into;
+    std::optional<Step> weights_reorder, dst_to_plain;
+    std::shared_ptr<const OneDnnLayout> dst_layout;
+    dnnl::memory packed_weights;
+};
+
+class ConvTransposeKernel final : public FastKernel {
+public:
+    static std::unique_ptr<ops::OpKernel> create(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference) {
+        return std::make_unique<ConvTransposeKernel>(info, std::move(reference));
+    }
+
+    ConvTransposeKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
+        : FastKernel(info, std::move(reference)), attrs_(info.node) {
+        if (const Tensor* w = float_constant(info, 1)) weights_.emplace(*w);
+    }
+
+    bool reads_layout(size_t input) const override { return input == 0; }
+    bool writes_layout(size_t output) const override { return output == 0; }
+
+    void compute(ops::KernelContext& ctx) const override {
+        apply_thread_budget(ctx.num_threads);
+        const Tensor& x = ctx.input(0);
+        const Tensor& w = ctx.input(1);
+        const Tensor* b = ctx.has_input(2) ? &ctx.input(2) : nullptr;
+        const size_t rank = x.ndim();
+        if (x.dtype() != DType::Float32 || w.dtype() != DType::Float32 || rank < 3 || rank > 5 || w.ndim() != rank ||
+            x.num_elements() == 0 || w.num_elements() == 0 || x.shape()[1] != w.shape()[0] ||
+            x.shape()[1] % attrs_.group != 0)
+            return fallback(ctx);
+        const int64_t maps = w.shape()[1] * attrs_.group;
+        if (b && (b->dtype() != DType::Float32 || b->shape() != std::vector<int64_t>{maps})) return fallback(ctx);
+        if (!attrs_.window.kernel_shape.empty() &&
+            attrs_.window.kernel_shape != std::vector<int64_t>(w.shape().begin() + 2, w.shape().end()))
+            return fallback(ctx);
+        std::vector<int64_t> key = x.shape();
+        key.insert(key.end(), w.shape().begin(), w.shape().end());
+        key.push_back(b != nullptr);
+        const auto entry = cache_.get(key, [&] { return build(x.shape(), w.shape(), b != nullptr); });
+        if (!entry) return fallback(ctx);
+
+        dnnl::stream stream(*cpu_engine());
+        const dnnl::memory src =
+            (*entry->src_into)(stream, memory_over(desc_of(x, plain_desc(to_dims(x.shape()))), x.data()), Buffer::Src);
+        const dnnl::memory weights = entry->packed_weights ? entry->packed_weights
+                                                           : relayout(stream, entry->weights_reorder,
+                                                                      memory_over(entry->w_plain, w.data()),
+                                                                      entry->weights, Buffer::Weights);
+        const bool write_layout = entry->dst_layout && ctx.may_write_layout(0);
+        Tensor y = write_layout ? Tensor(entry->out_shape, DType::Float32, entry->dst_layout)
+                                : Tensor(entry->out_shape, DType::Float32);
+        const dnnl::memory y_memory = memory_over(write_layout ? entry->dst : entry->y_plain, y.data());
+        const dnnl::memory dst =
+            write_layout || !entry->dst_layout ? y_memory : thread_memory(entry->dst, Buffer::Dst);
+        std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+        if (b) args.emplace(DNNL_ARG_BIAS, memory_over(plain_desc({maps}), b->data()));
+        entry->deconv.execute(stream, std::move(args));
+        if (!write_layout && entry->dst_layout)
+            entry->dst_to_plain->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+        stream.wait();
+        ctx.outputs[0] = std::move(y);
+    }
+
+private:
+    std::shared_ptr<const DeconvEntry> build(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
+                                             bool has_bias) const {
+        const size_t spatial = x_shape.size() - 2;
+        const int64_t group = attrs_.group, channels = x_shape[1], group_maps = w_shape[1];
+        const int64_t group_channels = channels / group, maps = group_maps * group;
+        auto entry = std::make_shared<DeconvEntry>();
+        entry->out_shape = {x_shape[0], maps};
+        Dims strides, dilations, pad_begin, pad_end;
+        for (size_t i = 0; i < spatial; ++i) {
+            const ops::WindowAxis a = attrs_.axis(i, spatial, w_shape[i + 2], x_shape[i + 2], node_);
+            entry->out_shape.push_back(a.input);
+            strides.push_back(a.stride);
+            dilations.push_back(a.dilation - 1);  // oneDNN counts the gaps between taps
+            pad_begin.push_back(a.pad_begin);
+            // oneDNN's output is stride*(in-1) + extent - pads: output_padding (or a requested
+            // output_shape) shows up as less (possibly negative) padding at the end.
+            const int64_t extent = (a.kernel - 1) * a.dilation + 1;
+            pad_end.push_back(a.stride * (a.output - 1) + extent - a.pad_begin - a.input);
+        }
+        // Weights (C, M/group, k...) as oneDNN's (group,) OC, IC, k... through strides.
+        int64_t k_size = 1;
+        for (size_t i = 2; i < w_shape.size(); ++i) k_size *= w_shape[i];
+        Dims k_strides(spatial);
+        for (size_t i = spatial, stride = 1; i-- > 0;) {
+            k_strides[i] = static_cast<int64_t>(stride);
+            stride *= static_cast<size_t>(w_shape[i + 2]);
+        }
+        Dims w_dims, w_strides;
+        if (group > 1) {
+            w_dims = {group, group_maps, group_channels};
+            w_strides = {group_channels * group_maps * k_size, k_size, group_maps * k_size};
+        } else {
+            w_dims = {maps, channels};
+            w_strides = {k_size, maps * k_size};
+        }
+        w_dims.insert(w_dims.end(), w_shape.begin() + 2, w_shape.end());
+        w_strides.insert(w_strides.end(), k_strides.begin(), k_strides.end());
+        entry->w_plain = dnnl::memory::desc(w_dims, dnnl::memory::data_type::f32, w_strides);
+        entry->y_plain = plain_desc(to_dims(entry->out_shape));
+        Dims any_w = w_dims;
+        std::optional<dnnl::deconvolution_forward::primitive_desc> pd;
+        try {
+            pd.emplace(*cpu_engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct,
+                       any_desc(to_dims(x_shape)), any_desc(any_w), has_bias ? plain_desc({maps}) : dnnl::memory::desc(),
+                       any_desc(to_dims(entry->out_shape)), strides, dilations, pad_begin, pad_end, base_attr());
+        } catch (const dnnl::error&) {
+            return nullptr;  // e.g. padding oneDNN does not take
+        }
+        if (!optimized(*pd)) return nullptr;
+        entry->weights = pd->weights_desc();
+        entry->dst = pd->dst_desc();
+        entry->deconv = Step{dnnl::deconvolution_forward(*pd), pd->scratchpad_desc()};
+        entry->src_into.emplace(pd->src_desc());
+        if (entry->dst != entry->y_plain) {
+            entry->dst_to_plain = make_reorder(entry->dst, entry->y_plain);
+            entry->dst_layout = std::make_shared<OneDnnLayout>(entry->dst);
+        }
+        if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
+        else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
+        return entry;
+    }
+
+    ops::ConvTransposeAttributes attrs_;
+    std::optional<PackedConstant> weights_;
+    ShapeCache<DeconvEntry> cache_;
+};
+
 }  // namespace
 
 void add_conv_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
     kernels["::Conv"] = factory<ConvKernel>("Conv");
     kernels["com.pyflame::FusedConv"] = factory<ConvKernel>("FusedConv", "com.pyflame");
+    kernels["::ConvTranspose"] = factory<ConvTransposeKernel>("ConvTranspose");
 }
 
 }  // namespace pyflame_rt::onednn
