@@ -160,6 +160,29 @@ Tensor OneDnnLayout::to_plain(const Tensor& t) const {
     return out;
 }
 
+OutputLayout::OutputLayout(const dnnl::memory::desc& dst, const std::vector<int64_t>& shape)
+    : shape_(shape), dst_(dst), plain_(plain_desc(to_dims(shape))) {
+    if (dst_ != plain_) {
+        to_plain_ = std::make_shared<Step>(make_reorder(dst_, plain_));
+        layout_ = std::make_shared<OneDnnLayout>(dst_);
+    }
+}
+
+OutputLayout::Write OutputLayout::begin(bool may_write_layout) const {
+    Write w;
+    const bool keep_layout = layout_ && may_write_layout;
+    w.tensor = keep_layout ? Tensor(shape_, DType::Float32, layout_) : Tensor(shape_, DType::Float32);
+    w.tensor_memory = memory_over(keep_layout ? dst_ : plain_, w.tensor.data());
+    w.reorder = layout_ && !keep_layout;
+    w.dst = w.reorder ? thread_memory(dst_, Buffer::Dst) : w.tensor_memory;
+    return w;
+}
+
+Tensor OutputLayout::finish(dnnl::stream& stream, Write& write) const {
+    if (write.reorder) to_plain_->execute(stream, {{DNNL_ARG_FROM, write.dst}, {DNNL_ARG_TO, write.tensor_memory}});
+    return std::move(write.tensor);
+}
+
 dnnl::memory::desc desc_of(const Tensor& t, const dnnl::memory::desc& plain) {
     const auto* layout = dynamic_cast<const OneDnnLayout*>(t.layout());
     return layout ? layout->desc() : plain;

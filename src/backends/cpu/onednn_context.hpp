@@ -75,6 +75,32 @@ private:
     std::shared_ptr<const Step> to_plain_;
 };
 
+// Where a primitive's output goes. The node's output tensor keeps the primitive's layout `dst`
+// when every reader takes layouts (KernelContext::may_write_layout); otherwise it is row-major
+// and the primitive writes a thread buffer that is reordered into it.
+class OutputLayout {
+public:
+    OutputLayout() = default;
+    OutputLayout(const dnnl::memory::desc& dst, const std::vector<int64_t>& shape);
+    const dnnl::memory::desc& dst() const { return dst_; }
+
+    struct Write {
+        Tensor tensor;      // the node's output
+        dnnl::memory dst;   // what the primitive writes into
+        dnnl::memory tensor_memory;
+        bool reorder = false;
+    };
+    Write begin(bool may_write_layout) const;
+    // Reorders into the row-major tensor when needed (on `stream`); returns the tensor.
+    Tensor finish(dnnl::stream& stream, Write& write) const;
+
+private:
+    std::vector<int64_t> shape_;
+    dnnl::memory::desc dst_, plain_;
+    std::shared_ptr<const Step> to_plain_;           // when dst is not row-major
+    std::shared_ptr<const OneDnnLayout> layout_;     // when dst is not row-major
+};
+
 // The layout `t` lies in: its OneDnnLayout's, or row-major `plain`.
 dnnl::memory::desc desc_of(const Tensor& t, const dnnl::memory::desc& plain);
 // Numbers that identify a layout (strides and blocking), for shape-cache keys.

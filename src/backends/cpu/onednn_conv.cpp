@@ -11,13 +11,12 @@ namespace {
 struct ConvEntry {
     std::vector<int64_t> out_shape;
     dnnl::memory::desc x_plain, w_plain, y_plain;  // the tensors as they lie (row-major)
-    dnnl::memory::desc weights, dst;               // the layouts the convolution uses
+    dnnl::memory::desc weights;                    // the layout the convolution reads W in
     Step conv;
     std::optional<ReorderInto> src_into;            // X, row-major or another primitive's layout
     std::optional<ReorderInto> residual_into;       // Z into dst's layout, for the sum post-op
     std::optional<Step> weights_reorder;            // non-constant weights
-    std::optional<Step> dst_to_plain;               // when dst is not row-major
-    std::shared_ptr<const OneDnnLayout> dst_layout; // when dst is not row-major
+    OutputLayout output;
     dnnl::memory packed_weights;                    // constant weights, already in `weights`
 };
 
@@ -58,21 +57,14 @@ public:
                                                                       memory_over(entry->w_plain, w.data()),
                                                                       entry->weights, Buffer::Weights);
         // Written in the convolution's own layout when every reader takes it: no reorder.
-        const bool write_layout = entry->dst_layout && ctx.may_write_layout(0);
-        Tensor y = write_layout ? Tensor(entry->out_shape, DType::Float32, entry->dst_layout)
-                                : Tensor(entry->out_shape, DType::Float32);
-        const dnnl::memory y_memory = memory_over(write_layout ? entry->dst : entry->y_plain, y.data());
-        const dnnl::memory dst =
-            write_layout || !entry->dst_layout ? y_memory : thread_memory(entry->dst, Buffer::Dst);
+        OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
         // The sum post-op adds the convolution to what dst holds: start from Z.
-        if (z) entry->residual_into->into(stream, memory_over(desc_of(*z, entry->y_plain), z->data()), dst);
-        std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+        if (z) entry->residual_into->into(stream, memory_over(desc_of(*z, entry->y_plain), z->data()), y.dst);
+        std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, y.dst}};
         if (b) args.emplace(DNNL_ARG_BIAS, memory_over(plain_desc({b->shape()[0]}), b->data()));
         entry->conv.execute(stream, std::move(args));
-        if (!write_layout && entry->dst_layout)
-            entry->dst_to_plain->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+        ctx.outputs[0] = entry->output.finish(stream, y);
         stream.wait();
-        ctx.outputs[0] = std::move(y);
     }
 
     bool reads_layout(size_t input) const override { return input == 0 || input == 3; }  // X and Z
@@ -135,14 +127,10 @@ private:
         }
         if (!optimized(*pd)) return nullptr;
         entry->weights = pd->weights_desc();
-        entry->dst = pd->dst_desc();
         entry->conv = Step{dnnl::convolution_forward(*pd), pd->scratchpad_desc()};
         entry->src_into.emplace(pd->src_desc());
-        if (has_residual_) entry->residual_into.emplace(entry->dst);
-        if (entry->dst != entry->y_plain) {
-            entry->dst_to_plain = make_reorder(entry->dst, entry->y_plain);
-            entry->dst_layout = std::make_shared<OneDnnLayout>(entry->dst);
-        }
+        if (has_residual_) entry->residual_into.emplace(pd->dst_desc());
+        entry->output = OutputLayout(pd->dst_desc(), entry->out_shape);
         if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
         else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
         return entry;
@@ -172,11 +160,11 @@ private:
 // strides; constant weights are packed once. Reads and writes oneDNN layouts like Conv.
 struct DeconvEntry {
     std::vector<int64_t> out_shape;
-    dnnl::memory::desc w_plain, y_plain, weights, dst;
+    dnnl::memory::desc w_plain, weights;
     Step deconv;
     std::optional<ReorderInto> src_into;
-    std::optional<Step> weights_reorder, dst_to_plain;
-    std::shared_ptr<const OneDnnLayout> dst_layout;
+    std::optional<Step> weights_reorder;
+    OutputLayout output;
     dnnl::memory packed_weights;
 };
 
@@ -222,19 +210,12 @@ public:
                                                            : relayout(stream, entry->weights_reorder,
                                                                       memory_over(entry->w_plain, w.data()),
                                                                       entry->weights, Buffer::Weights);
-        const bool write_layout = entry->dst_layout && ctx.may_write_layout(0);
-        Tensor y = write_layout ? Tensor(entry->out_shape, DType::Float32, entry->dst_layout)
-                                : Tensor(entry->out_shape, DType::Float32);
-        const dnnl::memory y_memory = memory_over(write_layout ? entry->dst : entry->y_plain, y.data());
-        const dnnl::memory dst =
-            write_layout || !entry->dst_layout ? y_memory : thread_memory(entry->dst, Buffer::Dst);
-        std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+        OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
+        std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, y.dst}};
         if (b) args.emplace(DNNL_ARG_BIAS, memory_over(plain_desc({maps}), b->data()));
         entry->deconv.execute(stream, std::move(args));
-        if (!write_layout && entry->dst_layout)
-            entry->dst_to_plain->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+        ctx.outputs[0] = entry->output.finish(stream, y);
         stream.wait();
-        ctx.outputs[0] = std::move(y);
     }
 
 private:
@@ -276,7 +257,6 @@ private:
         w_dims.insert(w_dims.end(), w_shape.begin() + 2, w_shape.end());
         w_strides.insert(w_strides.end(), k_strides.begin(), k_strides.end());
         entry->w_plain = dnnl::memory::desc(w_dims, dnnl::memory::data_type::f32, w_strides);
-        entry->y_plain = plain_desc(to_dims(entry->out_shape));
         Dims any_w = w_dims;
         std::optional<dnnl::deconvolution_forward::primitive_desc> pd;
         try {
@@ -288,13 +268,9 @@ private:
         }
         if (!optimized(*pd)) return nullptr;
         entry->weights = pd->weights_desc();
-        entry->dst = pd->dst_desc();
         entry->deconv = Step{dnnl::deconvolution_forward(*pd), pd->scratchpad_desc()};
         entry->src_into.emplace(pd->src_desc());
-        if (entry->dst != entry->y_plain) {
-            entry->dst_to_plain = make_reorder(entry->dst, entry->y_plain);
-            entry->dst_layout = std::make_shared<OneDnnLayout>(entry->dst);
-        }
+        entry->output = OutputLayout(pd->dst_desc(), entry->out_shape);
         if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
         else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
         return entry;

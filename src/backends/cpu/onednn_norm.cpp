@@ -77,11 +77,9 @@ private:
 };
 
 struct BatchNormEntry {
-    dnnl::memory::desc data, params;          // data: the input's layout, which the output keeps
-    dnnl::memory::desc plain;                 // the output row-major
+    dnnl::memory::desc data, params;  // data: the input's layout, which the output keeps
     Step step;
-    std::optional<Step> to_plain;             // when the layout is not row-major
-    std::shared_ptr<const OneDnnLayout> layout;
+    OutputLayout output;
 };
 
 class BatchNormKernel final : public FastKernel {
@@ -117,7 +115,6 @@ public:
             auto e = std::make_shared<BatchNormEntry>();
             e->data = x_desc;
             e->params = plain_desc({channels});
-            e->plain = plain_desc(to_dims(x.shape()));
             const auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
                                dnnl::normalization_flags::use_shift;
             try {
@@ -128,27 +125,20 @@ public:
             } catch (const dnnl::error&) {
                 return nullptr;
             }
-            if (e->data != e->plain) {
-                e->to_plain = make_reorder(e->data, e->plain);
-                e->layout = std::make_shared<OneDnnLayout>(e->data);
-            }
+            e->output = OutputLayout(e->data, x.shape());
             return e;
         });
         if (!entry) return fallback(ctx);
-        const bool write_layout = entry->layout && ctx.may_write_layout(0);
-        Tensor y = write_layout ? Tensor(x.shape(), DType::Float32, entry->layout) : Tensor(x.shape(), DType::Float32);
         dnnl::stream stream(*cpu_engine());
-        const dnnl::memory y_memory = memory_over(write_layout ? entry->data : entry->plain, y.data());
-        const dnnl::memory dst = write_layout || !entry->layout ? y_memory : thread_memory(entry->data, Buffer::Dst);
+        OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
         entry->step.execute(stream, {{DNNL_ARG_SRC, memory_over(entry->data, x.data())},
-                                     {DNNL_ARG_DST, dst},
+                                     {DNNL_ARG_DST, y.dst},
                                      {DNNL_ARG_SCALE, memory_over(entry->params, ctx.input(1).data())},
                                      {DNNL_ARG_SHIFT, memory_over(entry->params, ctx.input(2).data())},
                                      {DNNL_ARG_MEAN, memory_over(entry->params, ctx.input(3).data())},
                                      {DNNL_ARG_VARIANCE, memory_over(entry->params, ctx.input(4).data())}});
-        if (!write_layout && entry->layout) entry->to_plain->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+        ctx.outputs[0] = entry->output.finish(stream, y);
         stream.wait();
-        ctx.outputs[0] = std::move(y);
     }
 
 private:

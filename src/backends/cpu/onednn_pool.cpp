@@ -17,11 +17,9 @@ namespace pyflame_rt::onednn {
 namespace {
 
 struct PoolEntry {
-    std::vector<int64_t> out_shape;
-    dnnl::memory::desc x, y, y_plain;  // y: the layout pooling writes (x's)
+    dnnl::memory::desc x;
     Step pool;
-    std::optional<Step> y_to_plain;                // when y is not row-major
-    std::shared_ptr<const OneDnnLayout> y_layout;  // when y is not row-major
+    OutputLayout output;  // pooling writes x's layout
 };
 
 struct PoolGeometry {
@@ -32,21 +30,15 @@ struct PoolGeometry {
 std::shared_ptr<PoolEntry> build_pool(const dnnl::memory::desc& x, PoolGeometry g, dnnl::algorithm algorithm) {
     auto entry = std::make_shared<PoolEntry>();
     entry->x = x;
-    entry->y_plain = plain_desc(to_dims(g.out_shape));
-    entry->out_shape = std::move(g.out_shape);
     try {
         const dnnl::pooling_forward::primitive_desc pd(*cpu_engine(), dnnl::prop_kind::forward_inference, algorithm,
-                                                       entry->x, any_desc(to_dims(entry->out_shape)), g.strides,
+                                                       entry->x, any_desc(to_dims(g.out_shape)), g.strides,
                                                        g.kernel, g.dilations, g.pad_begin, g.pad_end, base_attr());
         if (!optimized(pd)) return nullptr;  // e.g. dilated windows
         entry->pool = Step{dnnl::pooling_forward(pd), pd.scratchpad_desc()};
-        entry->y = pd.dst_desc();
+        entry->output = OutputLayout(pd.dst_desc(), g.out_shape);
     } catch (const dnnl::error&) {
         return nullptr;  // a configuration oneDNN does not implement
-    }
-    if (entry->y != entry->y_plain) {
-        entry->y_to_plain = make_reorder(entry->y, entry->y_plain);
-        entry->y_layout = std::make_shared<OneDnnLayout>(entry->y);
     }
     return entry;
 }
@@ -59,16 +51,11 @@ std::vector<int64_t> pool_key(const Tensor& x, const dnnl::memory::desc& x_desc)
 }
 
 void run_pool(const PoolEntry& entry, ops::KernelContext& ctx) {
-    const bool write_layout = entry.y_layout && ctx.may_write_layout(0);
-    Tensor y = write_layout ? Tensor(entry.out_shape, DType::Float32, entry.y_layout)
-                            : Tensor(entry.out_shape, DType::Float32);
     dnnl::stream stream(*cpu_engine());
-    const dnnl::memory y_memory = memory_over(write_layout ? entry.y : entry.y_plain, y.data());
-    const dnnl::memory dst = write_layout || !entry.y_layout ? y_memory : thread_memory(entry.y, Buffer::Dst);
-    entry.pool.execute(stream, {{DNNL_ARG_SRC, memory_over(entry.x, ctx.input(0).data())}, {DNNL_ARG_DST, dst}});
-    if (!write_layout && entry.y_layout) entry.y_to_plain->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+    OutputLayout::Write y = entry.output.begin(ctx.may_write_layout(0));
+    entry.pool.execute(stream, {{DNNL_ARG_SRC, memory_over(entry.x, ctx.input(0).data())}, {DNNL_ARG_DST, y.dst}});
+    ctx.outputs[0] = entry.output.finish(stream, y);
     stream.wait();
-    ctx.outputs[0] = std::move(y);
 }
 
 // Pooling kernels read and write oneDNN layouts (input X, output Y).
