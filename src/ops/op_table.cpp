@@ -40,6 +40,7 @@ const OpTable& OpTable::instance() {
         register_control_flow_ops(t);
         register_misc_ops(t);
         register_fused_ops(t);  // after Conv and the activations it composes
+        register_fused_quant_ops(t);  // after the quantization ops it composes
         return t;
     }();
     return table;

@@ -1,0 +1,845 @@
+// Integer kernels of the CPU backend: QLinearConv, ConvInteger, QLinearMatMul, MatMulInteger on
+// oneDNN's int8 convolution and matmul (u8/s8 activations, s8 weights, s32 accumulation, VNNI
+// where the CPU has it), the optimizer's fused forms (com.pyflame FusedQLinearConv,
+// DynamicQuantizeMatMul, QLinearAdd; see ops/fused_quant_ops.cpp), and vectorized per-tensor
+// QuantizeLinear, DequantizeLinear and DynamicQuantizeLinear.
+//
+// Scales ride on the weights: the primitive's per-output-channel weight scale is
+// x_scale * w_scale[m] / y_scale (rounded in float32 at each step, as the reference does), so
+// the int32 accumulator is requantized in one multiply, and an int32 bias B becomes the float
+// bias B * multiplier. Zero points of activations are oneDNN zero-point attributes; weights
+// must have zero zero-points (anything else, and uint8 weights, stay on the reference kernel).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "backends/cpu/onednn_context.hpp"
+
+namespace pyflame_rt::onednn {
+namespace {
+
+using DataType = dnnl::memory::data_type;
+
+std::optional<DataType> int8_type(DType d) {
+    if (d == DType::Int8) return DataType::s8;
+    if (d == DType::UInt8) return DataType::u8;
+    return std::nullopt;
+}
+
+dnnl::memory::desc plain_of(const Dims& dims, DataType type) {
+    Dims strides(dims.size(), 1);
+    for (size_t i = dims.size(); i-- > 1;) strides[i - 1] = strides[i] * dims[i];
+    return dnnl::memory::desc(dims, type, strides);
+}
+
+dnnl::memory::desc any_of(const Dims& dims, DataType type) {
+    return dnnl::memory::desc(dims, type, dnnl::memory::format_tag::any);
+}
+
+bool is_f32_scalar(const Tensor& t) { return t.dtype() == DType::Float32 && t.num_elements() == 1; }
+
+// An 8-bit zero point's value (0 when absent); nullopt when it is not one 8-bit value of `dtype`.
+std::optional<int32_t> scalar_zero_point(const Tensor* zp, DType dtype) {
+    if (!zp) return 0;
+    if (zp->dtype() != dtype || zp->num_elements() != 1) return std::nullopt;
+    return dtype == DType::Int8 ? int32_t{zp->data_ptr<int8_t>()[0]} : int32_t{zp->data_ptr<uint8_t>()[0]};
+}
+
+bool all_zero(const Tensor* t) {
+    if (!t) return true;
+    const auto* p = static_cast<const uint8_t*>(t->data());
+    return std::all_of(p, p + t->size_bytes(), [](uint8_t b) { return b == 0; });
+}
+
+// ---- 8-lane helpers (the library is built for x86-64-v3: AVX2) ----
+
+template <typename T>
+__m256 load8(const T* p) {
+    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    if constexpr (std::is_same_v<T, int8_t>) return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+    else return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+}
+
+// round_half_even(v / scale) + zp, saturated to [lo, hi]; NaN lands on lo (as the reference).
+inline __m256i quantize_lanes(__m256 v, __m256 scale, __m256 zp, __m256 lo, __m256 hi) {
+    __m256 q = _mm256_round_ps(_mm256_div_ps(v, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q = _mm256_add_ps(q, zp);
+    q = _mm256_min_ps(_mm256_max_ps(q, lo), hi);  // max_ps returns its second operand for NaN
+    return _mm256_cvtps_epi32(q);
+}
+
+template <typename T>
+void store8(__m256i v, T* out) {  // v already within T's range
+    const __m128i words = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    const __m128i bytes = std::is_same_v<T, int8_t> ? _mm_packs_epi16(words, words) : _mm_packus_epi16(words, words);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out), bytes);
+}
+
+template <typename T>
+constexpr float range_lo() { return std::is_same_v<T, int8_t> ? -128.0f : 0.0f; }
+template <typename T>
+constexpr float range_hi() { return std::is_same_v<T, int8_t> ? 127.0f : 255.0f; }
+
+template <typename T>
+T quantize_one(float v, float scale, float zp) {
+    const float q = std::nearbyint(v / scale) + zp;
+    return static_cast<T>(std::isnan(q) ? range_lo<T>() : std::clamp(q, range_lo<T>(), range_hi<T>()));
+}
+
+// y[i] = saturate(round(x[i] / scale) + zp) over [begin, end).
+template <typename T>
+void quantize_range(const float* x, T* y, int64_t begin, int64_t end, float scale, float zp) {
+    const __m256 vs = _mm256_set1_ps(scale), vz = _mm256_set1_ps(zp);
+    const __m256 lo = _mm256_set1_ps(range_lo<T>()), hi = _mm256_set1_ps(range_hi<T>());
+    int64_t i = begin;
+    for (; i + 8 <= end; i += 8) store8(quantize_lanes(_mm256_loadu_ps(x + i), vs, vz, lo, hi), y + i);
+    for (; i < end; ++i) y[i] = quantize_one<T>(x[i], scale, zp);
+}
+
+// Splits [0, n) over the session's threads when there is enough work to pay for them.
+void parallel_elements(int64_t n, int num_threads, const std::function<void(int64_t, int64_t)>& fn) {
+    const int threads = ops::threads_for_work(static_cast<double>(n) * 4, num_threads);
+    if (threads <= 1) return fn(0, n);
+    ops::parallel_for((n + 4095) / 4096, threads,
+                      [&](int64_t b, int64_t e) { fn(b * 4096, std::min(n, e * 4096)); });
+}
+
+template <typename F>
+void dispatch8(DType d, F&& fn) {
+    if (d == DType::Int8) fn(int8_t{});
+    else fn(uint8_t{});
+}
+
+// ---------------------------------------------------------------------------------------------
+// QuantizeLinear / DequantizeLinear, per tensor, float32 <-> int8/uint8.
+
+class QuantizeKernel final : public FastKernel {
+public:
+    static std::unique_ptr<ops::OpKernel> create(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference) {
+        const Node& n = info.node;
+        if (n.get_attribute<int64_t>("block_size", 0) != 0 || n.has_attribute("precision") || n.has_attribute("output_dtype"))
+            return reference;
+        return std::make_unique<QuantizeKernel>(info, std::move(reference));
+    }
+    QuantizeKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
+        : FastKernel(info, std::move(reference)) {}
+
+    void compute(ops::KernelContext& ctx) const override {
+        const Tensor& x = ctx.input(0);
+        const Tensor& scale = ctx.input(1);
+        const Tensor* zp = ctx.has_input(2) ? &ctx.input(2) : nullptr;
+        // Without a zero point the output is uint8 (the reference words errors and odd types).
+        if (x.dtype() != DType::Float32 || !is_f32_scalar(scale) || scale.ndim() > 1 || (zp && zp->ndim() > 1) ||
+            (zp && !int8_type(zp->dtype())))
+            return fallback(ctx);
+        const DType out = zp ? zp->dtype() : DType::UInt8;
+        const float s = scale.data_ptr<float>()[0];
+        const float z = static_cast<float>(*scalar_zero_point(zp, out));
+        Tensor y(x.shape(), out);
+        dispatch8(out, [&](auto tag) {
+            using T = decltype(tag);
+            parallel_elements(x.num_elements(), ctx.num_threads, [&](int64_t b, int64_t e) {
+                quantize_range(x.data_ptr<float>(), y.data_ptr<T>(), b, e, s, z);
+            });
+        });
+        ctx.outputs[0] = std::move(y);
+    }
+};
+
+class DequantizeKernel final : public FastKernel {
+public:
+    static std::unique_ptr<ops::OpKernel> create(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference) {
+        const Node& n = info.node;
+        if (n.get_attribute<int64_t>("block_size", 0) != 0 || n.has_attribute("output_dtype")) return reference;
+        return std::make_unique<DequantizeKernel>(info, std::move(reference));
+    }
+    DequantizeKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
+        : FastKernel(info, std::move(reference)) {}
+
+    void compute(ops::KernelContext& ctx) const override {
+        const Tensor& x = ctx.input(0);
+        const Tensor& scale = ctx.input(1);
+        const Tensor* zp = ctx.has_input(2) ? &ctx.input(2) : nullptr;
+        if (!int8_type(x.dtype()) || !is_f32_scalar(scale) || scale.ndim() > 1 || (zp && zp->ndim() > 1) ||
+            !scalar_zero_point(zp, x.dtype()))
+            return fallback(ctx);
+        const float s = scale.data_ptr<float>()[0];
+        const float z = static_cast<float>(*scalar_zero_point(zp, x.dtype()));
+        Tensor y(x.shape(), DType::Float32);
+        float* yd = y.data_ptr<float>();
+        dispatch8(x.dtype(), [&](auto tag) {
+            using T = decltype(tag);
+            const T* xd = x.data_ptr<T>();
+            parallel_elements(x.num_elements(), ctx.num_threads, [&](int64_t b, int64_t e) {
+                const __m256 vs = _mm256_set1_ps(s), vz = _mm256_set1_ps(z);
+                int64_t i = b;
+                for (; i + 8 <= e; i += 8) _mm256_storeu_ps(yd + i, _mm256_mul_ps(_mm256_sub_ps(load8(xd + i), vz), vs));
+                for (; i < e; ++i) yd[i] = (static_cast<float>(xd[i]) - z) * s;
+            });
+        });
+        ctx.outputs[0] = std::move(y);
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+// DynamicQuantizeLinear: uint8 over [min(x, 0), max(x, 0)], exactly as the reference computes.
+
+struct DynamicParams {
+    float scale, zero_point;
+};
+
+DynamicParams dynamic_range(const float* x, int64_t n) {
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        lo = _mm256_min_ps(v, lo);  // second operand for NaN: NaN never becomes the bound
+        hi = _mm256_max_ps(v, hi);
+    }
+    float l[8], h[8];
+    _mm256_storeu_ps(l, lo);
+    _mm256_storeu_ps(h, hi);
+    float mn = 0.0f, mx = 0.0f;
+    for (int k = 0; k < 8; ++k) mn = std::min(mn, l[k]), mx = std::max(mx, h[k]);
+    for (; i < n; ++i) mn = std::min(mn, x[i]), mx = std::max(mx, x[i]);
+    const float scale = (mx == mn ? 1.0f : mx - mn) / 255.0f;
+    return {scale, std::nearbyint(std::clamp(0.0f - mn / scale, 0.0f, 255.0f))};
+}
+
+class DynamicQuantizeKernel final : public FastKernel {
+public:
+    static std::unique_ptr<ops::OpKernel> create(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference) {
+        return std::make_unique<DynamicQuantizeKernel>(info, std::move(reference));
+    }
+    DynamicQuantizeKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
+        : FastKernel(info, std::move(reference)) {}
+
+    void compute(ops::KernelContext& ctx) const override {
+        const Tensor& x = ctx.input(0);
+        if (x.dtype() != DType::Float32) return fallback(ctx);
+        const int64_t n = x.num_elements();
+        const DynamicParams p = dynamic_range(x.data_ptr<float>(), n);
+        Tensor y(x.shape(), DType::UInt8);
+        // The reference maps NaN to 0 here (not to the low end, as QuantizeLinear does); the
+        // vector path's NaN lands on lo = 0 too.
+        parallel_elements(n, ctx.num_threads, [&](int64_t b, int64_t e) {
+            quantize_range(x.data_ptr<float>(), y.data_ptr<uint8_t>(), b, e, p.scale, p.zero_point);
+        });
+        Tensor s({}, DType::Float32), z({}, DType::UInt8);
+        *s.data_ptr<float>() = p.scale;
+        *z.data_ptr<uint8_t>() = static_cast<uint8_t>(p.zero_point);
+        ctx.outputs[0] = std::move(y);
+        ctx.outputs[1] = std::move(s);
+        ctx.outputs[2] = std::move(z);
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
+// QLinearAdd (com.pyflame): C = Q(DQ(A) + DQ(B)) in one pass, same float32 steps as the parts.
+
+class QLinearAddKernel final : public FastKernel {
+public:
+    static std::unique_ptr<ops::OpKernel> create(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference) {
+        return std::make_unique<QLinearAddKernel>(info, std::move(reference));
+    }
+    QLinearAddKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
+        : FastKernel(info, std::move(reference)) {}
+
+    // Elementwise, so any layout works as long as both inputs share it: int8 channels-last
+    // tensors from the convolutions around it pass through unchanged.
+    bool reads_layout(size_t input) const override { return input == 0 || input == 3; }
+    bool writes_layout(size_t output) const override { return output == 0; }
+
+    void compute(ops::KernelContext& ctx) const override {
+        const Tensor* a_in = &ctx.input(0);
+        const Tensor* b_in = &ctx.input(3);
+        const auto* a_layout = dynamic_cast<const OneDnnLayout*>(a_in->layout());
+        const auto* b_layout = dynamic_cast<const OneDnnLayout*>(b_in->layout());
+        const DType c_type = ctx.has_input(7) ? ctx.input(7).dtype() : DType::UInt8;
+        // In place over the shared layout when both inputs lie in it and the output (same
+        // element type, so the same layout) may too; else on row-major copies.
+        const bool in_layout = a_layout && b_layout && a_layout->desc() == b_layout->desc() &&
+                               a_in->dtype() == c_type && ctx.may_write_layout(0);
+        Tensor a_plain, b_plain;
+        if (!in_layout && !a_in->is_plain()) a_plain = a_in->plain(), a_in = &a_plain;
+        if (!in_layout && !b_in->is_plain()) b_plain = b_in->plain(), b_in = &b_plain;
+        const Tensor& a = *a_in;
+        const Tensor& b = *b_in;
+        const Tensor* zps[3] = {ctx.has_input(2) ? &ctx.input(2) : nullptr, ctx.has_input(5) ? &ctx.input(5) : nullptr,
+                                ctx.has_input(7) ? &ctx.input(7) : nullptr};
+        if (!int8_type(a.dtype()) || !int8_type(b.dtype()) || a.shape() != b.shape() || !zps[2] ||
+            !int8_type(zps[2]->dtype()) || !is_f32_scalar(ctx.input(1)) || !is_f32_scalar(ctx.input(4)) ||
+            !is_f32_scalar(ctx.input(6)) || !scalar_zero_point(zps[0], a.dtype()) || !scalar_zero_point(zps[1], b.dtype()) ||
+            !scalar_zero_point(zps[2], zps[2]->dtype()))
+            return fallback(ctx);  // (fallback reads row-major copies of layout inputs)
+        const float as = ctx.input(1).data_ptr<float>()[0], bs = ctx.input(4).data_ptr<float>()[0];
+        const float cs = ctx.input(6).data_ptr<float>()[0];
+        const float az = static_cast<float>(*scalar_zero_point(zps[0], a.dtype()));
+        const float bz = static_cast<float>(*scalar_zero_point(zps[1], b.dtype()));
+        const float cz = static_cast<float>(*scalar_zero_point(zps[2], zps[2]->dtype()));
+        Tensor c = in_layout ? Tensor(a.shape(), zps[2]->dtype(), output_layout(a_layout->desc()))
+                             : Tensor(a.shape(), zps[2]->dtype());
+        // One byte per element: the storage, padding included, is the element range.
+        const int64_t count = in_layout ? static_cast<int64_t>(a_layout->storage_bytes()) : a.num_elements();
+        dispatch8(a.dtype(), [&](auto ta) {
+            dispatch8(b.dtype(), [&](auto tb) {
+                dispatch8(c.dtype(), [&](auto tc) {
+                    using A = decltype(ta);
+                    using B = decltype(tb);
+                    using C = decltype(tc);
+                    const A* ad = a.data_ptr<A>();
+                    const B* bd = b.data_ptr<B>();
+                    C* cd = c.data_ptr<C>();
+                    parallel_elements(count, ctx.num_threads, [&](int64_t begin, int64_t end) {
+                        const __m256 vas = _mm256_set1_ps(as), vbs = _mm256_set1_ps(bs), vcs = _mm256_set1_ps(cs);
+                        const __m256 vaz = _mm256_set1_ps(az), vbz = _mm256_set1_ps(bz), vcz = _mm256_set1_ps(cz);
+                        const __m256 lo = _mm256_set1_ps(range_lo<C>()), hi = _mm256_set1_ps(range_hi<C>());
+                        int64_t i = begin;
+                        // The empty asm statements keep each product rounded on its own, as
+                        // the separate DequantizeLinear nodes round it (no fused multiply-add).
+                        for (; i + 8 <= end; i += 8) {
+                            __m256 x = _mm256_mul_ps(_mm256_sub_ps(load8(ad + i), vaz), vas);
+                            __m256 y = _mm256_mul_ps(_mm256_sub_ps(load8(bd + i), vbz), vbs);
+                            __asm__("" : "+x"(x), "+x"(y));
+                            store8(quantize_lanes(_mm256_add_ps(x, y), vcs, vcz, lo, hi), cd + i);
+                        }
+                        for (; i < end; ++i) {
+                            float x = (static_cast<float>(ad[i]) - az) * as;
+                            float y = (static_cast<float>(bd[i]) - bz) * bs;
+                            __asm__("" : "+x"(x), "+x"(y));
+                            cd[i] = quantize_one<C>(x + y, cs, cz);
+                        }
+                    });
+                });
+            });
+        });
+        ctx.outputs[0] = std::move(c);
+    }
+
+private:
+    // The output's layout object for an input layout, made once per layout (it owns a reorder).
+    std::shared_ptr<const OneDnnLayout> output_layout(const dnnl::memory::desc& desc) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (const auto& layout : layouts_)
+            if (layout->desc() == desc) return layout;
+        layouts_.push_back(std::make_shared<OneDnnLayout>(desc));
+        return layouts_.back();
+    }
+
+    mutable std::mutex mutex_;
+    mutable std::vector<std::shared_ptr<const OneDnnLayout>> layouts_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Requantization multipliers: f32(f32(x_scale * w_scale[m]) / y_scale), as the reference rounds
+// float32 scales; without a y_scale (integer or float outputs) just the product.
+
+std::vector<float> multipliers(float x_scale, const Tensor* w_scale, int64_t count, const float* y_scale) {
+    std::vector<float> out(static_cast<size_t>(count));
+    const float* ws = w_scale ? w_scale->data_ptr<float>() : nullptr;
+    for (int64_t m = 0; m < count; ++m) {
+        const float w = ws ? ws[w_scale->num_elements() == 1 ? 0 : m] : 1.0f;
+        const float prod = x_scale * w;
+        out[m] = y_scale ? prod / *y_scale : prod;
+    }
+    return out;
+}
+
+// The activation of a fused node as an eltwise post-op over v / y_scale (the primitive's value
+// before the output zero point is added): Relu, or Clip(lo, hi) scaled by 1 / y_scale.
+struct Activation {
+    enum Kind { None, Relu, Clip } kind = None;
+    float lo = 0, hi = 0;
+
+    static Activation parse(const Node& node) {
+        Activation a;
+        if (!node.has_attribute("activation")) return a;
+        const std::string op = node.get_attribute<std::string>("activation");
+        const auto p = node.get_attribute<std::vector<double>>("activation_params", {});
+        if (op == "Relu") a.kind = Relu;
+        else if (op == "Clip" && p.size() == 2) a.kind = Clip, a.lo = static_cast<float>(p[0]), a.hi = static_cast<float>(p[1]);
+        else ops::fail_node(node, "unsupported fused activation '" + op + "'");
+        return a;
+    }
+    void append(dnnl::post_ops& ops, float y_scale) const {
+        if (kind == Relu) ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+        if (kind == Clip) ops.append_eltwise(dnnl::algorithm::eltwise_clip, lo / y_scale, hi / y_scale);
+    }
+};
+
+dnnl::memory scalar_s32(int32_t& value) { return memory_over(plain_of({1}, DataType::s32), &value); }
+
+// ---------------------------------------------------------------------------------------------
+// Int8 convolution: QLinearConv, FusedQLinearConv (com.pyflame: + activation), ConvInteger.
+
+struct QConvEntry {
+    std::vector<int64_t> out_shape;
+    dnnl::memory::desc x_plain, w_plain, y_plain, weights, dst, scales, bias;
+    Step conv;
+    std::optional<ReorderInto> src_into;             // X, row-major or another primitive's layout
+    std::optional<Step> weights_reorder;             // non-constant weights
+    std::optional<Step> dst_to_plain;                // when dst is not row-major
+    std::shared_ptr<const OneDnnLayout> dst_layout;  // when dst is not row-major
+    dnnl::memory packed_weights;
+};
+
+class QConvKernel final : public FastKernel {
+public:
+    static std::unique_ptr<ops::OpKernel> create(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference) {
+        return std::make_unique<QConvKernel>(info, std::move(reference));
+    }
+
+    QConvKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
+        : FastKernel(info, std::move(reference)),
+          integer_(info.node.op_type() == "ConvInteger"),
+          window_(ops::WindowAttributes::parse(info.node, false)),
+          group_(info.node.get_attribute<int64_t>("group", 1)),
+          activation_(Activation::parse(info.node)) {
+        const Tensor* w = info.constant_input(integer_ ? 1 : 3);
+        if (w && w->dtype() == DType::Int8) weights_.emplace(*w);
+        if (const Tensor* ys = info.constant_input(6); !integer_ && ys && is_f32_scalar(*ys))
+            constant_y_scale_ = ys->data_ptr<float>()[0];
+    }
+
+    void compute(ops::KernelContext& ctx) const override {
+        apply_thread_budget(ctx.num_threads);
+        const Tensor& x = ctx.input(0);
+        const Tensor& w = ctx.input(integer_ ? 1 : 3);
+        const Tensor* x_zp = ctx.has_input(2) ? &ctx.input(2) : nullptr;
+        const Tensor* w_zp = ctx.has_input(integer_ ? 3 : 5) ? &ctx.input(integer_ ? 3 : 5) : nullptr;
+        const Tensor* bias = !integer_ && ctx.has_input(8) ? &ctx.input(8) : nullptr;
+        const Tensor* y_zp = integer_ ? nullptr : &ctx.input(7);
+        const std::optional<int32_t> xz = scalar_zero_point(x_zp, x.dtype());
+        if (!int8_type(x.dtype()) || w.dtype() != DType::Int8 || !xz || !handles_shapes(x, w)) return fallback(ctx);
+        if (w_zp && (w_zp->dtype() != DType::Int8 || !all_zero(w_zp))) return fallback(ctx);
+        const int64_t maps = w.shape()[0];
+        std::optional<int32_t> yz;
+        if (!integer_) {
+            const Tensor& ws = ctx.input(4);
+            if (!is_f32_scalar(ctx.input(1)) || !is_f32_scalar(ctx.input(6)) || ws.dtype() != DType::Float32 ||
+                (ws.num_elements() != 1 && ws.num_elements() != maps) || !int8_type(y_zp->dtype()))
+                return fallback(ctx);
+            yz = scalar_zero_point(y_zp, y_zp->dtype());
+            if (!yz || (bias && (bias->dtype() != DType::Int32 || bias->num_elements() != maps))) return fallback(ctx);
+            if (activation_.kind == Activation::Clip &&
+                (!constant_y_scale_ || *constant_y_scale_ != ctx.input(6).data_ptr<float>()[0]))
+                return fallback(ctx);  // the clip bounds were scaled by the session's y_scale
+        }
+        const DType out = integer_ ? DType::Int32 : y_zp->dtype();
+        std::vector<int64_t> key = x.shape();
+        key.insert(key.end(), w.shape().begin(), w.shape().end());
+        key.push_back(static_cast<int64_t>(x.dtype()));
+        key.push_back(static_cast<int64_t>(out));
+        key.push_back(bias != nullptr);
+        const auto entry = cache_.get(key, [&] { return build(x, w.shape(), out, bias != nullptr); });
+        if (!entry) return fallback(ctx);
+
+        dnnl::stream stream(*cpu_engine());
+        const dnnl::memory src = (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
+        const dnnl::memory weights = entry->packed_weights ? entry->packed_weights
+                                                           : relayout(stream, entry->weights_reorder,
+                                                                      memory_over(entry->w_plain, w.data()),
+                                                                      entry->weights, Buffer::Weights);
+        // Written in the convolution's own layout (int8 channels-last) when every reader takes
+        // it: chains of int8 convolutions then never reorder between them.
+        const bool write_layout = entry->dst_layout && ctx.may_write_layout(0);
+        Tensor y = write_layout ? Tensor(entry->out_shape, out, entry->dst_layout) : Tensor(entry->out_shape, out);
+        const dnnl::memory y_memory = memory_over(write_layout ? entry->dst : entry->y_plain, y.data());
+        const dnnl::memory dst = write_layout || !entry->dst_layout ? y_memory : thread_memory(entry->dst, Buffer::Dst);
+        int32_t src_zp = *xz, dst_zp = yz.value_or(0);
+        std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+        args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, scalar_s32(src_zp));
+        std::vector<float> scales, float_bias;
+        if (!integer_) {
+            const float ys = ctx.input(6).data_ptr<float>()[0];
+            scales = multipliers(ctx.input(1).data_ptr<float>()[0], &ctx.input(4), maps, &ys);
+            args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, memory_over(entry->scales, scales.data()));
+            args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, scalar_s32(dst_zp));
+            if (bias) {
+                float_bias.resize(static_cast<size_t>(maps));
+                for (int64_t m = 0; m < maps; ++m) float_bias[m] = static_cast<float>(bias->data_ptr<int32_t>()[m]) * scales[m];
+                args.emplace(DNNL_ARG_BIAS, memory_over(entry->bias, float_bias.data()));
+            }
+        }
+        entry->conv.execute(stream, std::move(args));
+        if (!write_layout && entry->dst_layout)
+            entry->dst_to_plain->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+        stream.wait();
+        ctx.outputs[0] = std::move(y);
+    }
+
+    bool reads_layout(size_t input) const override { return input == 0; }
+    bool writes_layout(size_t output) const override { return output == 0; }
+
+private:
+    bool handles_shapes(const Tensor& x, const Tensor& w) const {
+        const size_t rank = x.ndim();
+        if (rank < 3 || rank > 5 || w.ndim() != rank || x.num_elements() == 0 || w.num_elements() == 0) return false;
+        const int64_t maps = w.shape()[0];
+        if (x.shape()[1] != w.shape()[1] * group_ || maps % group_ != 0) return false;
+        return window_.kernel_shape.empty() ||
+               window_.kernel_shape == std::vector<int64_t>(w.shape().begin() + 2, w.shape().end());
+    }
+
+    std::shared_ptr<const QConvEntry> build(const Tensor& x, const std::vector<int64_t>& w_shape, DType out,
+                                            bool has_bias) const {
+        const std::vector<int64_t>& x_shape = x.shape();
+        const std::vector<int64_t> kernel(w_shape.begin() + 2, w_shape.end());
+        const std::vector<ops::WindowAxis> axes =
+            ops::resolve_window(window_, kernel, std::vector<int64_t>(x_shape.begin() + 2, x_shape.end()), node_);
+        const int64_t maps = w_shape[0];
+        auto entry = std::make_shared<QConvEntry>();
+        entry->out_shape = {x_shape[0], maps};
+        Dims strides, dilations, pad_begin, pad_end;
+        for (const ops::WindowAxis& a : axes) {
+            entry->out_shape.push_back(a.output);
+            strides.push_back(a.stride);
+            dilations.push_back(a.dilation - 1);
+            pad_begin.push_back(a.pad_begin);
+            pad_end.push_back(a.pad_end);
+        }
+        Dims w_dims = to_dims(w_shape);
+        if (group_ > 1) {
+            w_dims[0] = maps / group_;
+            w_dims.insert(w_dims.begin(), group_);
+        }
+        const DataType x_type = *int8_type(x.dtype());
+        const DataType y_type = out == DType::Int32 ? DataType::s32 : *int8_type(out);
+        entry->x_plain = plain_of(to_dims(x_shape), x_type);
+        entry->w_plain = plain_of(w_dims, DataType::s8);
+        entry->y_plain = plain_of(to_dims(entry->out_shape), y_type);
+        entry->scales = plain_desc({maps});
+        entry->bias = has_bias ? plain_desc({maps}) : dnnl::memory::desc();
+
+        dnnl::primitive_attr attr = base_attr();
+        attr.set_zero_points_mask(DNNL_ARG_SRC, 0);
+        if (!integer_) {
+            attr.set_scales_mask(DNNL_ARG_WEIGHTS, group_ > 1 ? 3 : 1);  // per output channel
+            attr.set_zero_points_mask(DNNL_ARG_DST, 0);
+            dnnl::post_ops ops;
+            activation_.append(ops, constant_y_scale_.value_or(1.0f));
+            attr.set_post_ops(ops);
+        }
+        std::optional<dnnl::convolution_forward::primitive_desc> pd;
+        try {
+            pd.emplace(*cpu_engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                       any_of(to_dims(x_shape), x_type), any_of(w_dims, DataType::s8), entry->bias,
+                       any_of(to_dims(entry->out_shape), y_type), strides, dilations, pad_begin, pad_end, attr);
+        } catch (const dnnl::error&) {
+            return nullptr;
+        }
+        if (!optimized(*pd)) return nullptr;
+        entry->weights = pd->weights_desc();
+        entry->dst = pd->dst_desc();
+        entry->conv = Step{dnnl::convolution_forward(*pd), pd->scratchpad_desc()};
+        entry->src_into.emplace(pd->src_desc());
+        if (entry->dst != entry->y_plain) {
+            entry->dst_to_plain = make_reorder(entry->dst, entry->y_plain);
+            entry->dst_layout = std::make_shared<OneDnnLayout>(entry->dst);
+        }
+        if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
+        else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
+        return entry;
+    }
+
+    bool integer_;
+    ops::WindowAttributes window_;
+    int64_t group_;
+    Activation activation_;
+    std::optional<float> constant_y_scale_;
+    std::optional<PackedConstant> weights_;
+    ShapeCache<QConvEntry> cache_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Int8 matmul: QLinearMatMul, MatMulInteger, DynamicQuantizeMatMul and QGemm (com.pyflame). A (..., M, K)
+// of any rank >= 2 is one (rows, K) matrix against a 2-D B (K, N).
+
+struct QMatMulEntry {
+    std::vector<int64_t> out_shape;
+    dnnl::memory::desc a, b, y, scales, bias;
+    Step matmul;
+    dnnl::memory packed_b;
+};
+
+enum class QMatMulKind { QLinear, Integer, Dynamic };
+
+class QMatMulKernel final : public FastKernel {
+public:
+    static std::unique_ptr<ops::OpKernel> create(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference) {
+        return std::make_unique<QMatMulKernel>(info, std::move(reference));
+    }
+
+    QMatMulKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
+        : FastKernel(info, std::move(reference)),
+          kind_(info.node.op_type() == "MatMulInteger"   ? QMatMulKind::Integer
+                : info.node.op_type() == "QLinearMatMul" ? QMatMulKind::QLinear
+                                                         : QMatMulKind::Dynamic) {
+        // QGemm (com.pyflame) is QLinearMatMul with an int32 bias C before y_scale and y_zero_point.
+        if (info.node.op_type() == "QGemm") {
+            kind_ = QMatMulKind::QLinear;
+            bias_index_ = 6;
+            y_scale_index_ = 7;
+        }
+        const Tensor* b = info.constant_input(b_index());
+        if (b && b->dtype() == DType::Int8) b_.emplace(*b);
+    }
+
+    void compute(ops::KernelContext& ctx) const override {
+        apply_thread_budget(ctx.num_threads);
+        const Tensor& a = ctx.input(0);
+        const Tensor& b = ctx.input(b_index());
+        const size_t b_zp_index = kind_ == QMatMulKind::QLinear ? 5 : 3;
+        const Tensor* b_zp = ctx.has_input(b_zp_index) ? &ctx.input(b_zp_index) : nullptr;
+        if (b.dtype() != DType::Int8 || b.ndim() != 2 || a.ndim() < 2 || a.shape().back() != b.shape()[0] ||
+            a.num_elements() == 0 || b.num_elements() == 0)
+            return fallback(ctx);
+        if (b_zp && (b_zp->dtype() != DType::Int8 || !all_zero(b_zp))) return fallback(ctx);
+        const int64_t k = b.shape()[0], n = b.shape()[1], rows = a.num_elements() / k;
+        std::optional<int32_t> az;
+        DType a_type = a.dtype(), out = DType::Int32;
+        const Tensor* b_scale = nullptr;
+        const Tensor* bias = nullptr;
+        if (kind_ == QMatMulKind::Dynamic) {
+            if (a.dtype() != DType::Float32) return fallback(ctx);
+            a_type = DType::UInt8;
+            out = DType::Float32;
+            b_scale = &ctx.input(2);
+            bias = ctx.has_input(4) ? &ctx.input(4) : nullptr;
+            if (bias && (bias->dtype() != DType::Float32 || bias->num_elements() != n || bias->ndim() != 1))
+                return fallback(ctx);
+            az = 0;
+        } else {
+            az = scalar_zero_point(ctx.has_input(2) ? &ctx.input(2) : nullptr, a.dtype());
+            if (!int8_type(a.dtype()) || !az) return fallback(ctx);
+            if (kind_ == QMatMulKind::QLinear) {
+                b_scale = &ctx.input(4);
+                const Tensor& y_zp = ctx.input(y_scale_index_ + 1);
+                if (!is_f32_scalar(ctx.input(1)) || !is_f32_scalar(ctx.input(y_scale_index_)) || !int8_type(y_zp.dtype()) ||
+                    !scalar_zero_point(&y_zp, y_zp.dtype()))
+                    return fallback(ctx);
+                out = y_zp.dtype();
+                if (bias_index_ && ctx.has_input(bias_index_)) {
+                    bias = &ctx.input(bias_index_);
+                    if (bias->dtype() != DType::Int32 || bias->num_elements() != n || bias->ndim() > 2 || a.ndim() != 2)
+                        return fallback(ctx);
+                }
+            }
+        }
+        if (b_scale && (b_scale->dtype() != DType::Float32 || (b_scale->num_elements() != 1 && b_scale->num_elements() != n) ||
+                        b_scale->ndim() > 1))
+            return fallback(ctx);
+
+        const std::vector<int64_t> key{rows, k, n, static_cast<int64_t>(a_type), static_cast<int64_t>(out), bias != nullptr};
+        const auto entry = cache_.get(key, [&] { return build(rows, k, n, a_type, out, bias != nullptr); });
+        if (!entry) return fallback(ctx);
+        std::vector<int64_t> out_shape = a.shape();
+        out_shape.back() = n;
+        Tensor y(out_shape, out);
+
+        dnnl::stream stream(*cpu_engine());
+        dnnl::memory src = memory_over(entry->a, a.data());
+        std::vector<float> scales;
+        if (kind_ == QMatMulKind::Dynamic) {
+            // Quantize A now, into this thread's buffer, exactly as DynamicQuantizeLinear does.
+            const DynamicParams p = dynamic_range(a.data_ptr<float>(), a.num_elements());
+            src = thread_memory(entry->a, Buffer::Src);
+            auto* q = static_cast<uint8_t*>(src.get_data_handle());
+            parallel_elements(a.num_elements(), ctx.num_threads, [&](int64_t b0, int64_t e0) {
+                quantize_range(a.data_ptr<float>(), q, b0, e0, p.scale, p.zero_point);
+            });
+            az = static_cast<int32_t>(p.zero_point);
+            // The graph's Mul(Cast(acc), a_scale * b_scale): one float32 product per column.
+            scales = multipliers(p.scale, b_scale, n, nullptr);
+        } else if (kind_ == QMatMulKind::QLinear) {
+            const float ys = ctx.input(y_scale_index_).data_ptr<float>()[0];
+            scales = multipliers(ctx.input(1).data_ptr<float>()[0], b_scale, n, &ys);
+        }
+        std::vector<float> float_bias;
+        if (bias && bias->dtype() == DType::Int32) {  // in units of a_scale * b_scale[n]: onto y's scale
+            float_bias.resize(static_cast<size_t>(n));
+            for (int64_t j = 0; j < n; ++j) float_bias[j] = static_cast<float>(bias->data_ptr<int32_t>()[j]) * scales[j];
+        }
+        int32_t src_zp = *az;
+        int32_t dst_zp = kind_ == QMatMulKind::QLinear ? *scalar_zero_point(&ctx.input(y_scale_index_ + 1), out) : 0;
+        std::unordered_map<int, dnnl::memory> args{
+            {DNNL_ARG_SRC, src},
+            {DNNL_ARG_WEIGHTS, entry->packed_b ? entry->packed_b : memory_over(entry->b, b.data())},
+            {DNNL_ARG_DST, memory_over(entry->y, y.data())}};
+        args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, scalar_s32(src_zp));
+        if (!scales.empty()) args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, memory_over(entry->scales, scales.data()));
+        if (kind_ == QMatMulKind::QLinear) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, scalar_s32(dst_zp));
+        if (bias) args.emplace(DNNL_ARG_BIAS, memory_over(entry->bias, float_bias.empty() ? bias->data() : float_bias.data()));
+        entry->matmul.execute(stream, std::move(args));
+        stream.wait();
+        ctx.outputs[0] = std::move(y);
+    }
+
+private:
+    size_t b_index() const { return kind_ == QMatMulKind::QLinear ? 3 : 1; }
+
+    std::shared_ptr<const QMatMulEntry> build(int64_t rows, int64_t k, int64_t n, DType a_type, DType out,
+                                              bool has_bias) const {
+        auto entry = std::make_shared<QMatMulEntry>();
+        const DataType y_type = out == DType::Int32 ? DataType::s32 : out == DType::Float32 ? DataType::f32 : *int8_type(out);
+        entry->a = plain_of({rows, k}, *int8_type(a_type));
+        entry->b = plain_of({k, n}, DataType::s8);
+        entry->y = plain_of({rows, n}, y_type);
+        entry->scales = plain_desc({n});
+        entry->bias = has_bias ? plain_desc({1, n}) : dnnl::memory::desc();
+        dnnl::primitive_attr attr = base_attr();
+        attr.set_zero_points_mask(DNNL_ARG_SRC, 0);
+        if (kind_ != QMatMulKind::Integer) attr.set_scales_mask(DNNL_ARG_WEIGHTS, 1 << 1);  // per column
+        if (kind_ == QMatMulKind::QLinear) attr.set_zero_points_mask(DNNL_ARG_DST, 0);
+        std::optional<dnnl::matmul::primitive_desc> pd;
+        try {
+            pd.emplace(*cpu_engine(), entry->a, b_ ? any_of({k, n}, DataType::s8) : entry->b, entry->bias, entry->y, attr);
+        } catch (const dnnl::error&) {
+            return nullptr;
+        }
+        if (!optimized(*pd)) return nullptr;
+        entry->matmul = Step{dnnl::matmul(*pd), pd->scratchpad_desc()};
+        if (b_) entry->packed_b = b_->get(entry->b, pd->weights_desc());
+        return entry;
+    }
+
+    QMatMulKind kind_;
+    size_t bias_index_ = 0;     // 0: none
+    size_t y_scale_index_ = 6;  // QLinear kinds: y_scale, then y_zero_point
+    std::optional<PackedConstant> b_;  // when B is an initializer
+    ShapeCache<QMatMulEntry> cache_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// MaxPool on int8/uint8 (what the QDQ fusion leaves of DequantizeLinear -> MaxPool ->
+// QuantizeLinear): wraps the kernel registered for MaxPool, which keeps every other input type
+// (and its own layout contract). Reads the int8 layout a convolution wrote and writes the same.
+
+struct Int8PoolEntry {
+    std::vector<int64_t> out_shape;
+    dnnl::memory::desc x, y, y_plain;
+    Step pool;
+    std::optional<Step> y_to_plain;
+    std::shared_ptr<const OneDnnLayout> y_layout;
+};
+
+class Int8MaxPoolKernel final : public FastKernel {
+public:
+    Int8MaxPoolKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> inner)
+        : FastKernel(info, nullptr), inner_(std::move(inner)), window_(ops::WindowAttributes::parse(info.node, true)) {}
+
+    bool reads_layout(size_t input) const override { return inner_->reads_layout(input); }
+    bool writes_layout(size_t output) const override { return inner_->writes_layout(output); }
+
+    void compute(ops::KernelContext& ctx) const override {
+        const Tensor& x = ctx.input(0);
+        const auto type = int8_type(x.dtype());
+        if (!type || x.ndim() != window_.kernel_shape.size() + 2 || x.num_elements() == 0) return inner(ctx);
+        apply_thread_budget(ctx.num_threads);
+        const dnnl::memory::desc x_desc = desc_of(x, plain_of(to_dims(x.shape()), *type));
+        std::vector<int64_t> key = x.shape();
+        for (int64_t k : layout_key(x_desc)) key.push_back(k);
+        key.push_back(static_cast<int64_t>(x.dtype()));
+        const auto entry = cache_.get(key, [&] { return build(x.shape(), x_desc, *type); });
+        if (!entry) return inner(ctx);
+        const bool write_layout = entry->y_layout && ctx.may_write_layout(0);
+        Tensor y = write_layout ? Tensor(entry->out_shape, x.dtype(), entry->y_layout) : Tensor(entry->out_shape, x.dtype());
+        dnnl::stream stream(*cpu_engine());
+        const dnnl::memory y_memory = memory_over(write_layout ? entry->y : entry->y_plain, y.data());
+        const dnnl::memory dst = write_layout || !entry->y_layout ? y_memory : thread_memory(entry->y, Buffer::Dst);
+        entry->pool.execute(stream, {{DNNL_ARG_SRC, memory_over(entry->x, x.data())}, {DNNL_ARG_DST, dst}});
+        if (!write_layout && entry->y_layout) entry->y_to_plain->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+        stream.wait();
+        ctx.outputs[0] = std::move(y);
+    }
+
+private:
+    // The wrapped kernel, with row-major copies of layout inputs it does not read.
+    void inner(ops::KernelContext& ctx) const {
+        std::vector<Tensor> row_major;
+        const std::vector<const Tensor*> given = ctx.inputs;
+        for (size_t i = 0; i < ctx.inputs.size(); ++i)
+            if (ctx.inputs[i] && !ctx.inputs[i]->is_plain() && !inner_->reads_layout(i)) {
+                row_major.reserve(ctx.inputs.size());
+                ctx.inputs[i] = &row_major.emplace_back(ctx.inputs[i]->plain());
+            }
+        try {
+            inner_->compute(ctx);
+        } catch (...) {
+            ctx.inputs = given;
+            throw;
+        }
+        ctx.inputs = given;
+    }
+
+    // As the float32 pooling kernel: a ceil_mode output widens the end pad (max ignores pads).
+    std::shared_ptr<const Int8PoolEntry> build(const std::vector<int64_t>& x_shape, const dnnl::memory::desc& x_desc,
+                                               DataType type) const {
+        const std::vector<int64_t> spatial(x_shape.begin() + 2, x_shape.end());
+        const std::vector<ops::WindowAxis> axes = ops::resolve_window(window_, window_.kernel_shape, spatial, node_);
+        auto entry = std::make_shared<Int8PoolEntry>();
+        entry->out_shape = {x_shape[0], x_shape[1]};
+        Dims strides, kernel, dilations, pad_begin, pad_end;
+        for (const ops::WindowAxis& a : axes) {
+            const int64_t extent = (a.kernel - 1) * a.dilation + 1;
+            const int64_t needed_end = (a.output - 1) * a.stride + extent - a.input - a.pad_begin;
+            entry->out_shape.push_back(a.output);
+            strides.push_back(a.stride);
+            kernel.push_back(a.kernel);
+            dilations.push_back(a.dilation - 1);
+            pad_begin.push_back(a.pad_begin);
+            pad_end.push_back(std::max(a.pad_end, needed_end));
+        }
+        entry->x = x_desc;
+        entry->y_plain = plain_of(to_dims(entry->out_shape), type);
+        try {
+            const dnnl::pooling_forward::primitive_desc pd(*cpu_engine(), dnnl::prop_kind::forward_inference,
+                                                           dnnl::algorithm::pooling_max, x_desc,
+                                                           any_of(to_dims(entry->out_shape), type), strides, kernel,
+                                                           dilations, pad_begin, pad_end, base_attr());
+            if (!optimized(pd)) return nullptr;
+            entry->pool = Step{dnnl::pooling_forward(pd), pd.scratchpad_desc()};
+            entry->y = pd.dst_desc();
+        } catch (const dnnl::error&) {
+            return nullptr;
+        }
+        if (entry->y != entry->y_plain) {
+            entry->y_to_plain = make_reorder(entry->y, entry->y_plain);
+            entry->y_layout = std::make_shared<OneDnnLayout>(entry->y);
+        }
+        return entry;
+    }
+
+    std::unique_ptr<ops::OpKernel> inner_;
+    ops::WindowAttributes window_;
+    ShapeCache<Int8PoolEntry> cache_;
+};
+
+}  // namespace
+
+void add_quant_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
+    if (auto it = kernels.find("::MaxPool"); it != kernels.end()) {
+        ops::KernelFactory float_pool = it->second;
+        it->second = [float_pool](const ops::KernelInfo& info) -> std::unique_ptr<ops::OpKernel> {
+            std::unique_ptr<ops::OpKernel> made = float_pool(info);
+            const auto& outputs = info.node.outputs();
+            if (!cpu_engine() || (outputs.size() > 1 && !outputs[1].empty())) return made;  // Indices: not here
+            return std::make_unique<Int8MaxPoolKernel>(info, std::move(made));
+        };
+    }
+    kernels["::QuantizeLinear"] = factory<QuantizeKernel>("QuantizeLinear");
+    kernels["::DequantizeLinear"] = factory<DequantizeKernel>("DequantizeLinear");
+    kernels["::DynamicQuantizeLinear"] = factory<DynamicQuantizeKernel>("DynamicQuantizeLinear");
+    kernels["::QLinearConv"] = factory<QConvKernel>("QLinearConv");
+    kernels["::ConvInteger"] = factory<QConvKernel>("ConvInteger");
+    kernels["::QLinearMatMul"] = factory<QMatMulKernel>("QLinearMatMul");
+    kernels["::MatMulInteger"] = factory<QMatMulKernel>("MatMulInteger");
+    kernels["com.pyflame::FusedQLinearConv"] = factory<QConvKernel>("FusedQLinearConv", "com.pyflame");
+    kernels["com.pyflame::DynamicQuantizeMatMul"] = factory<QMatMulKernel>("DynamicQuantizeMatMul", "com.pyflame");
+    kernels["com.pyflame::QLinearAdd"] = factory<QLinearAddKernel>("QLinearAdd", "com.pyflame");
+    kernels["com.pyflame::QGemm"] = factory<QMatMulKernel>("QGemm", "com.pyflame");
+}
+
+}  // namespace pyflame_rt::onednn
