@@ -1,5 +1,8 @@
 #include "pyflame_rt/import/onnx_importer.hpp"
 
+#include <fcntl.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <onnx/onnx_pb.h>
 
 #include <chrono>
@@ -57,10 +60,25 @@ void unpack_bits(const uint8_t* packed, size_t packed_size, uint64_t count, DTyp
     }
 }
 
+// Parses a model file through a stream: false when it is not one protobuf message (or > 2 GiB,
+// protobuf's limit for one message: such models keep their weights in external data).
+bool parse_model_file(const std::string& path, onnx::ModelProto& model) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw InvalidModelError("cannot open '" + path + "'");
+    google::protobuf::io::FileInputStream stream(fd);
+    stream.SetCloseOnDelete(true);
+    google::protobuf::io::CodedInputStream coded(&stream);
+    coded.SetTotalBytesLimit(std::numeric_limits<int>::max());
+    return model.ParseFromCodedStream(&coded) && coded.ConsumedEntireMessage();
+}
+
 // Reads one model file's tensors; keeps external data files mapped while tensors use them.
+// With `owner` (the parsed model), tensors stored as raw bytes are not copied: they point into
+// the model's own bytes and keep it alive, so a model's weights are in memory once.
 class TensorReader {
 public:
-    explicit TensorReader(std::string model_dir) : model_dir_(std::move(model_dir)) {}
+    explicit TensorReader(std::string model_dir, std::shared_ptr<const void> owner = nullptr)
+        : model_dir_(std::move(model_dir)), owner_(std::move(owner)) {}
 
     Tensor read(const onnx::TensorProto& p) {
         const std::string what = "tensor '" + p.name() + "'";
@@ -77,6 +95,14 @@ public:
         const uint64_t bytes = count * dtype_size(dtype);
 
         if (p.data_location() == onnx::TensorProto::EXTERNAL) return read_external(p, dims, dtype, bytes);
+        const bool packed_bits = is_packed_4bit(dtype) || is_packed_2bit(dtype);
+        if (owner_ && p.has_raw_data() && !packed_bits && dtype != DType::String && bytes != 0) {
+            if (p.raw_data().size() != bytes)
+                throw InvalidModelError(what + " has " + std::to_string(p.raw_data().size()) + " bytes; its shape needs " +
+                                        std::to_string(bytes));
+            void* data = const_cast<char*>(p.raw_data().data());  // tensors are never written through
+            return Tensor(std::shared_ptr<void>(owner_, data), data, dims, dtype);
+        }
 
         Tensor t(dims, dtype);
         auto* out = static_cast<uint8_t*>(t.data());
@@ -89,7 +115,7 @@ public:
             for (uint64_t i = 0; i < count; ++i) t.data_ptr<std::string>()[i] = p.string_data(static_cast<int>(i));
             return t;
         }
-        const bool packed = is_packed_4bit(dtype) || is_packed_2bit(dtype);
+        const bool packed = packed_bits;
         const uint64_t per_byte = is_packed_4bit(dtype) ? 2 : is_packed_2bit(dtype) ? 4 : 1;
         if (p.has_raw_data()) {
             const uint64_t needed = packed ? (count + per_byte - 1) / per_byte : bytes;
@@ -202,6 +228,7 @@ private:
         size_t size = 0;
     };
     std::string model_dir_;
+    std::shared_ptr<const void> owner_;
     std::unordered_map<std::string, MappedFile> files_;
 };
 
@@ -319,14 +346,15 @@ ImportResult ONNXImporter::import_model(const std::string& path, const ImportOpt
     ImportResult result;
     require_file_exists(path);  // FileNotFoundError propagates: a missing file is not a failed import
     try {
-        const std::vector<uint8_t> bytes = read_file_bytes(path);
-        onnx::ModelProto model;
-        if (bytes.size() > static_cast<size_t>(std::numeric_limits<int>::max()) ||
-            !model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())))
+        // Parsed straight from the file (no second copy of its bytes); weights stay in the
+        // parsed model, which the graph's tensors keep alive.
+        auto parsed = std::make_shared<onnx::ModelProto>();
+        if (!parse_model_file(path, *parsed))
             throw InvalidModelError("'" + path + "' is not a valid ONNX model (protobuf parse failed)");
+        const onnx::ModelProto& model = *parsed;
         if (!model.has_graph()) throw InvalidModelError("'" + path + "' has no graph");
 
-        TensorReader reader(dir_of(path));
+        TensorReader reader(dir_of(path), parsed);
         auto graph = graph_from_onnx(model.graph(), reader, result.stats);
         for (const auto& o : model.opset_import()) {
             const std::string domain = o.domain() == "ai.onnx" ? "" : o.domain();
