@@ -1,12 +1,19 @@
-"""PyFlameRT demo: ONNX model -> .pfm -> InferenceSession, checked against ONNX Runtime.
+"""PyFlameRT demo: ONNX model -> .pfm -> InferenceSession, checked against ONNX Runtime, then
+served by pyflame-serve from ./models (its default repository) and queried over HTTP.
 
 Run through ./scripts/demo.sh (which sets everything up), or directly in the venv:
     .venv/bin/python examples/demo.py [--model M.onnx] [--runs N]
 """
 import argparse
+import json
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +96,51 @@ def main() -> int:
             first = ", ".join(f"class {k}: {ours[0, k]:.4f}" for k in top)
     print(f"\nbatch-1 top-3: {first}")
     print("outputs match ONNX Runtime (rtol 1e-4, atol 1e-5)")
+
+    # 4. Serve it: ./models/NAME/1/model.pfm is what `pyflame-serve` with no arguments serves.
+    name = Path(args.model).stem
+    version_dir = Path("models") / name / "1"
+    version_dir.mkdir(parents=True, exist_ok=True)
+    pyflame_rt.save_model(result.graph, str(version_dir / "model.pfm"))
+    serve(name, inp.name, session, rng)
     return 0
+
+
+def serve(name: str, input_name: str, session, rng) -> None:
+    server = shutil.which("pyflame-serve")
+    if server is None:
+        raise SystemExit("pyflame-serve is not on PATH (pip install . puts it into the venv's bin/)")
+    with socket.socket() as s:  # a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([server, "--model-repository", "models", "--host", "127.0.0.1", "--http-port", str(port),
+                             "--grpc-port", "0", "--metrics-port", "0"], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(300):  # up to 30 s to load and warm up
+            try:
+                with urllib.request.urlopen(f"{base}/v2/models/{name}/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit("pyflame-serve did not become ready")
+        shape = [1 if d is None else d for d in session.get_inputs()[0].shape]
+        x = rng.standard_normal(shape).astype(np.float32)
+        body = {"inputs": [{"name": input_name, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+        request = urllib.request.Request(f"{base}/v2/models/{name}/infer", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            answer = json.load(r)
+        out = answer["outputs"][0]
+        served = np.array(out["data"], dtype=np.float32).reshape(out["shape"])
+        np.testing.assert_allclose(served, session.run(None, {input_name: x})[0], rtol=1e-5, atol=1e-6)
+        print(f"\nserved by pyflame-serve at {base}/v2/models/{name} (KServe v2): output {out['shape']} "
+              f"matches the in-process run")
+    finally:
+        proc.send_signal(signal.SIGTERM)  # drains in-flight requests, then exits 0
+        proc.wait(timeout=30)
 
 
 if __name__ == "__main__":
