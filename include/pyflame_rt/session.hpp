@@ -9,6 +9,7 @@
 #include "pyflame_rt/dtype.hpp"
 #include "pyflame_rt/graph.hpp"
 #include "pyflame_rt/options.hpp"
+#include "pyflame_rt/quantization/report.hpp"
 #include "pyflame_rt/tensor.hpp"
 #include "pyflame_rt/value.hpp"
 
@@ -51,6 +52,8 @@ public:
     std::vector<std::string> get_providers() const;
     const SessionOptions& options() const;
     std::shared_ptr<const Graph> graph() const;
+    // How the model is quantized (mode None for a float model).
+    quantization::QuantizationReport quantization_report() const;
     SessionMemoryStats memory_stats() const;
 
     int64_t get_profiling_start_time_ns() const;

@@ -37,6 +37,7 @@ from ._pyflame_rt import (
     compile_model,
     dtype_from_numpy,
     dtype_size,
+    export_onnx,
     from_numpy,
     get_available_providers,
     get_device_count,
@@ -50,6 +51,7 @@ from ._pyflame_rt import (
     unregister_op,
 )
 from . import import_module
+from . import quantization
 
 __version__: str = _pyflame_rt.__version__
 
@@ -84,6 +86,7 @@ __all__ = [
     "dtype_size",
     "numpy_dtype",
     "dtype_from_numpy",
+    "export_onnx",
     # graph optimization
     "PassManager",
     "PassResult",
@@ -98,6 +101,8 @@ __all__ = [
     "ImportResult",
     "ImportStats",
     "import_module",
+    # quantization (submodule pyflame_rt.quantization)
+    "quantization",
     # exceptions
     "PyFlameRTError",
     "InvalidModelError",
@@ -161,7 +166,7 @@ def _set_public_module() -> None:
     # Classes and functions print as pyflame_rt.X rather than pyflame_rt._pyflame_rt.X.
     for name in __all__:
         obj = globals().get(name)
-        if obj is None or name in ("__version__", "import_module"):
+        if obj is None or name in ("__version__", "import_module", "quantization"):
             continue
         try:
             if getattr(obj, "__module__", None) == _pyflame_rt.__name__:

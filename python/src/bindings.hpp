@@ -25,6 +25,8 @@ void init_session(py::module_& m);   // session.cpp: options, InferenceSession, 
 void init_import(py::module_& m);    // import.cpp: ImportOptions/Stats/Result, import_module
 void init_registry(py::module_& m);  // registry.cpp: custom operators implemented in Python
 void init_optimize(py::module_& m);  // optimize.cpp: PassManager, PassResult
+void init_quantization(py::module_& m);  // quantization.cpp: the `quantization` submodule
+void init_export(py::module_& m);        // export.cpp: export_onnx
 
 // ---- conversions (convert.cpp) ----
 

@@ -16,4 +16,6 @@ PYBIND11_MODULE(_pyflame_rt, m) {
     init_import(m);
     init_registry(m);
     init_optimize(m);
+    init_quantization(m);
+    init_export(m);
 }

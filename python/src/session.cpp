@@ -163,6 +163,8 @@ void init_session(py::module_& m) {
         .def("get_outputs", &InferenceSession::get_outputs)
         .def("get_modelmeta", &InferenceSession::get_modelmeta)
         .def("get_providers", &InferenceSession::get_providers)
+        .def("quantization_report", &InferenceSession::quantization_report,
+             "How the model is quantized (a pyflame_rt.quantization.QuantizationReport).")
         .def("memory_stats",
              [](const InferenceSession& s) {
                  const SessionMemoryStats m = s.memory_stats();

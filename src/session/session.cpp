@@ -31,6 +31,7 @@ struct InferenceSession::Impl {
     std::shared_ptr<Graph> graph;
     std::unique_ptr<CpuBackend> backend;
     std::unique_ptr<ExecutionPlan> plan;
+    quantization::QuantizationReport quant_report;
     std::shared_ptr<TensorArena> arena = TensorArena::create();
     int64_t weights_bytes = 0;
     std::vector<NodeArg> inputs, outputs;
@@ -63,6 +64,7 @@ void InferenceSession::Impl::build(std::shared_ptr<Graph> g, std::vector<std::st
 
     // The session owns a copy it may annotate (inferred shapes); tensors are shared, not copied.
     graph = std::make_shared<Graph>(*g);
+    quant_report = quantization::quantization_report_of(*graph);  // before fusions rename the quantized ops
     for (const auto& w : ops::infer_shapes(*graph)) log_message(log_level, LogLevel::Info, w);
     for (const auto& r : optimize::PassManager().run_level(*graph, options.optimization_level))
         if (r.changed())
@@ -249,6 +251,7 @@ ModelMetadata InferenceSession::get_modelmeta() const { return impl_->graph->met
 std::vector<std::string> InferenceSession::get_providers() const { return {impl_->backend->name()}; }
 const SessionOptions& InferenceSession::options() const { return impl_->options; }
 std::shared_ptr<const Graph> InferenceSession::graph() const { return impl_->graph; }
+quantization::QuantizationReport InferenceSession::quantization_report() const { return impl_->quant_report; }
 
 SessionMemoryStats InferenceSession::memory_stats() const {
     const TensorArena::Stats a = impl_->arena->stats();

@@ -1,0 +1,75 @@
+#pragma once
+// Quantizer: rewrites a graph into FP16, BFloat16, dynamic INT8 or static INT8 form using only
+// standard ONNX ops, so the result runs here and exports to ONNX Runtime unchanged:
+//  - FP16/BF16: half-precision weight initializers, Casts at the boundaries of the ops kept in
+//    FP32 (QuantConfig::exclude_ops) and at the graph inputs/outputs (which stay float32).
+//  - DynamicInt8 (onnxruntime's quantize_dynamic form): int8 weights; activations through
+//    DynamicQuantizeLinear -> MatMulInteger/ConvInteger -> Cast -> Mul(x_scale*w_scale) (+ bias).
+//  - StaticInt8 (QDQ form): QuantizeLinear/DequantizeLinear pairs on calibrated activations,
+//    DequantizeLinear on int8 weights (per tensor or per output channel) and int32 biases.
+// The input graph is never modified; a bad configuration raises ValidationError.
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "pyflame_rt/graph.hpp"
+#include "pyflame_rt/quantization/quant_config.hpp"
+#include "pyflame_rt/tensor.hpp"
+
+namespace pyflame_rt::quantization {
+
+struct QuantizationResult {
+    std::unique_ptr<Graph> quantized_graph;
+    GraphQuantInfo quant_info;
+    bool success = false;
+    std::string error_message;
+
+    struct Stats {
+        size_t nodes_quantized = 0;
+        size_t nodes_skipped = 0;   // nodes of a quantizable type left in FP32 (excluded or unsupported form)
+        size_t weights_quantized = 0;
+        size_t original_size_bytes = 0;   // initializer bytes before
+        size_t quantized_size_bytes = 0;  // initializer bytes after (scales and zero points included)
+
+        float compression_ratio() const;
+        float original_size_mb() const;
+        float quantized_size_mb() const;
+    } stats;
+};
+
+class Quantizer {
+public:
+    // ValidationError when !config.is_valid().
+    explicit Quantizer(const QuantConfig& config);
+
+    const QuantConfig& config() const { return config_; }
+
+    // Each method needs the config's mode to match (FP16, BFloat16, DynamicInt8, StaticInt8).
+    QuantizationResult convert_to_fp16(const Graph& graph);
+    QuantizationResult convert_to_bfloat16(const Graph& graph);
+    QuantizationResult quantize_dynamic(const Graph& graph);
+    // `quant_info` holds the activation parameters (Calibrator::compute_quant_params) and may
+    // hold weight parameters, which then replace the ones computed from the weights.
+    QuantizationResult quantize(const Graph& graph, const GraphQuantInfo& quant_info);
+
+    using CalibrationDataProvider = std::function<std::unordered_map<std::string, Tensor>()>;
+    QuantizationResult quantize_with_calibration(const Graph& graph, CalibrationDataProvider data_provider,
+                                                 size_t num_batches);
+
+private:
+    QuantConfig config_;
+};
+
+// Metadata keys the Quantizer writes into the quantized graph (ModelMetadata::custom_metadata);
+// they survive .pfm and ONNX export and feed InferenceSession::quantization_report().
+inline constexpr const char* kMetaMode = "pyflame_rt.quantization.mode";
+inline constexpr const char* kMetaNodesQuantized = "pyflame_rt.quantization.nodes_quantized";
+inline constexpr const char* kMetaNodesTotal = "pyflame_rt.quantization.nodes_total";
+inline constexpr const char* kMetaOriginalBytes = "pyflame_rt.quantization.original_size_bytes";
+inline constexpr const char* kMetaQuantizedBytes = "pyflame_rt.quantization.quantized_size_bytes";
+
+// Bytes of a graph's initializers (subgraphs included).
+size_t initializer_bytes(const Graph& graph);
+
+}  // namespace pyflame_rt::quantization
