@@ -403,8 +403,73 @@ private:
 
 }  // namespace
 
+namespace {
+
+// QLinearConv -> DequantizeLinear (its output's scale and zero point) -> Relu | Clip ->
+// QuantizeLinear becomes FusedQLinearConv applying the activation to the accumulator and
+// requantizing once, to the QuantizeLinear's parameters: quantizers that keep a QDQ pair between
+// a convolution and its activation (symmetric activations) get the fused kernel too. Skipping
+// the intermediate rounding moves a result by at most one quantization step.
+class FuseQLinearConvActivation : public NodeRewritePass {
+public:
+    std::string name() const override { return "fuse_qlinearconv_activation"; }
+    int level() const override { return 2; }
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& conv, PassResult& r) const override {
+        if (conv->op_type() != "QLinearConv" || !is_default(*conv) || conv->outputs().size() != 1 || conv->inputs().size() < 8)
+            return false;
+        const auto* dq_node = sole_consumer(graph, uses, conv->outputs()[0]);
+        if (!dq_node) return false;
+        const auto dq = quant_params(graph, uses, **dq_node, "DequantizeLinear");
+        if (!dq || !per_tensor(*dq) || !same_constant(graph, uses, dq->scale, conv->inputs()[6]) ||
+            !same_constant(graph, uses, dq->zero_point, conv->inputs()[7]))
+            return false;
+        const auto* act = sole_consumer(graph, uses, (*dq_node)->outputs()[0]);
+        if (!act || !is_default(**act) || ((*act)->op_type() != "Relu" && (*act)->op_type() != "Clip") ||
+            (*act)->inputs()[0] != (*dq_node)->outputs()[0])
+            return false;
+        std::vector<double> bounds;
+        if ((*act)->op_type() == "Clip") {
+            const auto b = clip_bounds(graph, uses, **act);
+            if (!b) return false;
+            bounds = *b;
+        }
+        const auto* q_node = sole_consumer(graph, uses, (*act)->outputs()[0]);
+        if (!q_node) return false;
+        const auto y = output_quantize(graph, uses, **q_node);
+        if (!y || y->zero_point.empty()) return false;
+        std::vector<std::string> inputs = conv->inputs();
+        inputs[6] = y->scale;
+        inputs[7] = y->zero_point;
+        auto fused = std::make_shared<Node>("FusedQLinearConv", conv->name(), inputs, y->node->outputs());
+        for (const auto& [k, v] : conv->attributes()) fused->set_attribute(k, v);
+        fused->set_domain("com.pyflame");
+        fused->set_attribute("activation", (*act)->op_type());
+        if (!bounds.empty()) fused->set_attribute("activation_params", bounds);
+        graph.opset_imports().emplace("com.pyflame", 1);
+        replace_nodes(graph, conv.get(), fused, {dq_node->get(), act->get(), y->node});
+        r.nodes_fused += 3;
+        return true;
+    }
+
+private:
+    // Both names are the same scalar constant (or both absent).
+    static bool same_constant(const Graph& graph, const GraphUses& uses, const std::string& a, const std::string& b) {
+        if (a.empty() || b.empty()) return a.empty() && b.empty();
+        if (a == b) return true;
+        const Tensor* ta = constant(graph, uses, a);
+        const Tensor* tb = constant(graph, uses, b);
+        return ta && tb && ta->dtype() == tb->dtype() && ta->num_elements() == 1 && tb->num_elements() == 1 &&
+               std::memcmp(ta->data(), tb->data(), dtype_size(ta->dtype())) == 0;
+    }
+};
+
+}  // namespace
+
 void add_qdq_fusion_passes(std::vector<std::unique_ptr<GraphPass>>& passes) {
     passes.push_back(std::make_unique<FuseQdqConvMatMul>());
+    passes.push_back(std::make_unique<FuseQLinearConvActivation>());  // after QDQ convs became QLinearConv
     passes.push_back(std::make_unique<FuseQdqAdd>());
     passes.push_back(std::make_unique<FuseQdqMaxPool>());
     passes.push_back(std::make_unique<FuseDynamicQuantizeMatMul>());

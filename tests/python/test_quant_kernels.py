@@ -333,3 +333,32 @@ def test_half_precision_conv_gemm_match_numpy(tmp_path, dtype):
         # The conv output's own rounding (one half-precision step) propagates through the Gemm.
         tol = (0.05 if dtype == "bfloat16" else 0.01) * np.abs(expected).max()
         np.testing.assert_allclose(got.astype(np.float32), expected, rtol=0, atol=tol)
+
+
+def test_our_static_quantizer_cnn_runs_fused_int8_convolutions(tmp_path):
+    """Our Quantizer (symmetric int8 activations) keeps a QDQ pair between each Conv and its
+    ReLU; the optimizer still gives each such Conv one int8 kernel with the ReLU and a single
+    requantization (fuse_qlinearconv_activation). Checked against ONNX Runtime on our export."""
+    from pyflame_rt.quantization import QuantConfig, Quantizer
+
+    torch.manual_seed(1)
+    fp32 = tmp_path / "cnn.onnx"
+    torch.onnx.export(SmallCNN().eval(), (torch.randn(2, 3, 16, 16),), str(fp32), input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=OPSET,
+                      dynamo=False)
+    graph = rt.import_module.ONNXImporter().import_model(str(fp32)).graph
+    rng = np.random.default_rng(3)
+    batches = iter([{"x": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)} for _ in range(4)])
+    quantized = Quantizer(QuantConfig.static_int8(4)).quantize_with_calibration(
+        graph, lambda: next(batches), 4, progress=False).quantized_graph
+    exported = tmp_path / "cnn_ours_qdq.onnx"
+    rt.export_onnx(quantized, str(exported))
+    ops = optimized_ops(exported)
+    assert ops.count("FusedQLinearConv") >= 2 and "Conv" not in ops, ops
+    x = np.random.default_rng(9).standard_normal((3, 3, 16, 16)).astype(np.float32)
+    expected = onnxruntime(exported, {"x": x})[0]  # the QDQ graph as written, float compute
+    got = ours(exported, {"x": x})[0]
+    step = np.abs(np.diff(np.unique(expected))).min()
+    # Skipping the rounding between a convolution and its ReLU moves a value by one step at most.
+    assert np.abs(got - expected).max() <= 4 * step + 1e-6
+    assert np.abs(got - expected).mean() <= 0.5 * step
