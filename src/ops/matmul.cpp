@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "ops/dispatch.hpp"
 #include "ops/op.hpp"
 
 namespace pyflame_rt::ops {
@@ -119,12 +120,43 @@ std::vector<int64_t> slice(const std::vector<int64_t>& v, size_t begin, size_t e
                                 v.begin() + static_cast<std::ptrdiff_t>(end));
 }
 
-// Calls run<float> or run<double> on the kernel; other dtypes are rejected.
+// `t` converted element by element to `to` (between float32 and the half types).
+Tensor convert_float(const Tensor& t, DType to, const Node& node) {
+    Tensor out(t.shape(), to);
+    dispatch_float_types(t.dtype(), node, [&](auto from_value) {
+        using From = decltype(from_value);
+        dispatch_float_types(to, node, [&](auto to_value) {
+            using To = decltype(to_value);
+            const From* src = t.data_ptr<From>();
+            To* dst = out.data_ptr<To>();
+            for (int64_t i = 0; i < t.num_elements(); ++i) dst[i] = static_cast<To>(static_cast<float>(src[i]));
+        });
+    });
+    return out;
+}
+
+// Calls run<float> or run<double> on the kernel. Float16 and BFloat16 inputs are computed in
+// float32 and the result rounded once to the input type (as oneDNN's half kernels accumulate).
+// Other dtypes are rejected.
 template <typename Kernel>
-void dispatch_float(const Kernel& kernel, DType dtype, KernelContext& ctx) {
+void dispatch_float(const Kernel& kernel, DType dtype, KernelContext& ctx, const Node& node) {
     switch (dtype) {
         case DType::Float32: return kernel.template run<float>(ctx);
         case DType::Float64: return kernel.template run<double>(ctx);
+        case DType::Float16:
+        case DType::BFloat16: {
+            std::vector<Tensor> widened;
+            widened.reserve(ctx.inputs.size());
+            KernelContext wide = ctx;
+            for (const Tensor*& t : wide.inputs) {
+                if (!t) continue;
+                if (t->dtype() != dtype) kernel.reject_dtype(t->dtype());
+                t = &widened.emplace_back(convert_float(*t, DType::Float32, node));
+            }
+            kernel.template run<float>(wide);
+            ctx.outputs[0] = convert_float(wide.outputs[0], dtype, node);
+            return;
+        }
         default: kernel.reject_dtype(dtype);
     }
 }
@@ -156,10 +188,11 @@ public:
         return v == 1;
     }
 
-    void compute(KernelContext& ctx) const override { dispatch_float(*this, ctx.input(0).dtype(), ctx); }
+    void compute(KernelContext& ctx) const override { dispatch_float(*this, ctx.input(0).dtype(), ctx, node_); }
 
     [[noreturn]] void reject_dtype(DType dtype) const {
-        fail("input A is " + dtype_to_string(dtype) + "; this kernel takes Float32 or Float64");
+        fail("input A is " + dtype_to_string(dtype) + "; this kernel takes Float32, Float64, Float16 or BFloat16 "
+             "(every input the same type)");
     }
 
     template <typename T>
@@ -256,10 +289,11 @@ class MatMulKernel final : public NodeKernel {
 public:
     explicit MatMulKernel(const Node& node) : NodeKernel(node) {}
 
-    void compute(KernelContext& ctx) const override { dispatch_float(*this, ctx.input(0).dtype(), ctx); }
+    void compute(KernelContext& ctx) const override { dispatch_float(*this, ctx.input(0).dtype(), ctx, node_); }
 
     [[noreturn]] void reject_dtype(DType dtype) const {
-        fail("input A is " + dtype_to_string(dtype) + "; this kernel takes Float32 or Float64");
+        fail("input A is " + dtype_to_string(dtype) + "; this kernel takes Float32, Float64, Float16 or BFloat16 "
+             "(every input the same type)");
     }
 
     template <typename T>

@@ -362,3 +362,28 @@ def test_our_static_quantizer_cnn_runs_fused_int8_convolutions(tmp_path):
     # Skipping the rounding between a convolution and its ReLU moves a value by one step at most.
     assert np.abs(got - expected).max() <= 4 * step + 1e-6
     assert np.abs(got - expected).mean() <= 0.5 * step
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_matmul_and_gemm_of_activations(tmp_path, dtype):
+    """Half inputs with no constant weights (attention's Q·K'): the reference kernels compute in
+    float32 and round once, like numpy on the widened values."""
+    import ml_dtypes
+    np_type = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    onnx_type = TensorProto.FLOAT16 if dtype == "float16" else TensorProto.BFLOAT16
+    nodes = [helper.make_node("MatMul", ["a", "b"], ["ab"]),
+             helper.make_node("Gemm", ["m", "n", "c"], ["g"], transB=1, alpha=0.5, beta=2.0)]
+    graph = helper.make_graph(nodes, "half", [helper.make_tensor_value_info(k, onnx_type, None) for k in "abmnc"],
+                              [helper.make_tensor_value_info(k, onnx_type, None) for k in ("ab", "g")])
+    path = tmp_path / "half.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    rng = np.random.default_rng(5)
+    feeds = {"a": rng.standard_normal((2, 3, 4, 8)), "b": rng.standard_normal((2, 3, 8, 5)),
+             "m": rng.standard_normal((4, 6)), "n": rng.standard_normal((7, 6)), "c": rng.standard_normal(7)}
+    feeds = {k: v.astype(np_type) for k, v in feeds.items()}
+    wide = {k: v.astype(np.float32) for k, v in feeds.items()}
+    expected = [np.matmul(wide["a"], wide["b"]).astype(np_type),
+                (0.5 * wide["m"] @ wide["n"].T + 2.0 * wide["c"]).astype(np_type)]
+    for got, want in zip(ours(path, feeds), expected):
+        assert got.dtype == want.dtype
+        np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-2, atol=1e-2)
