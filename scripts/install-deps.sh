@@ -7,7 +7,7 @@ packages=(
   libprotobuf-dev protobuf-compiler libonnx-dev
   libeigen3-dev libcpp-httplib-dev nlohmann-json3-dev prometheus-cpp-dev
   googletest libgtest-dev libssl-dev
-  libgrpc++-dev protobuf-compiler-grpc libyaml-cpp-dev openssl
+  libgrpc++-dev protobuf-compiler-grpc libyaml-cpp-dev openssl iproute2
 )
 
 missing=()

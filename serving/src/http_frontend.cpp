@@ -258,6 +258,7 @@ struct HttpFrontend::Impl {
     std::unique_ptr<httplib::Server> server;
     std::thread listener;
     int bound_port = 0;
+    int listen_fd = -1;  // the listening socket, seen by the socket-options hook before bind
     // Peers ("address|port") with a request between routing and the end of its response.
     std::mutex in_flight_mutex;
     std::multiset<std::string> in_flight;
@@ -419,9 +420,10 @@ struct HttpFrontend::Impl {
         s.set_payload_max_length(http.max_request_size);
         // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, which would let a second
         // server bind a port already in use instead of failing.
-        s.set_socket_options([](socket_t sock) {
+        s.set_socket_options([this](socket_t sock) {
             int yes = 1;
             ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+            listen_fd = static_cast<int>(sock);
         });
         const auto timeout = std::chrono::milliseconds(std::max<size_t>(1, http.request_timeout_ms));
         s.set_read_timeout(timeout);
@@ -522,6 +524,10 @@ void HttpFrontend::start() {
                                  " (in use, or no permission)");
         impl_->bound_port = config.http.port;
     }
+    // Debian's compiled httplib listens with a backlog of 5: 32 clients connecting at once
+    // overflow it and some connections are reset after the client sent its request. listen()
+    // again on the bound socket raises the backlog.
+    if (impl_->listen_fd >= 0) ::listen(impl_->listen_fd, SOMAXCONN);
     httplib::Server* server = impl_->server.get();
     impl_->listener = std::thread([server] { server->listen_after_bind(); });
     // httplib's stop() is a no-op until the listen loop runs: wait for it, so that a stop()

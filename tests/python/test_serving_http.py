@@ -119,6 +119,42 @@ def test_infer_json_matches_onnxruntime_and_routes_versions(url):
                                rtol=1e-5, atol=1e-5)
 
 
+def test_many_clients_connecting_at_once_are_all_served(server, url):
+    """64 connections opened in the same instant (perf_analyzer at concurrency 32+ does this):
+    none may be reset. Debian's httplib listens with a backlog of 5; the server raises it."""
+    import http.client
+    import socket
+    clients = 64
+    x = np.random.default_rng(4).standard_normal((1, 8)).astype(np.float32)
+    body = json.dumps(infer_body("input", x))
+    expected = onnxruntime_reference(MLP_V2, {"input": x})["output"]
+    start = threading.Barrier(clients)
+
+    def one_client(_):
+        conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+        start.wait()
+        conn.connect()
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        results = []
+        for _ in range(3):  # keep-alive: several requests per connection
+            conn.request("POST", "/v2/models/mlp/infer", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            results.append((response.status, response.read()))
+        conn.close()
+        return results
+
+    with ThreadPoolExecutor(clients) as pool:
+        for results in pool.map(one_client, range(clients)):
+            for status, payload in results:
+                assert status == 200, payload
+                np.testing.assert_allclose(output_array(json.loads(payload), "output"), expected, rtol=1e-5, atol=1e-5)
+    # The listening socket's backlog (ss shows it as Send-Q): a burst past 5 pending connections
+    # made curl-based clients fail with "Failure when receiving data from the peer".
+    listing = subprocess.run(["ss", "-ltnH", f"sport = :{server.http_port}"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert int(listing[2]) >= 128, listing
+
+
 def test_infer_nested_data_and_requested_output(url):
     a = np.arange(8, dtype=np.int32).reshape(2, 4)
     b = np.full((2, 4), 3, dtype=np.int32)
