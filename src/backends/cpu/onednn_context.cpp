@@ -91,6 +91,27 @@ dnnl::memory thread_memory(const dnnl::memory::desc& md, Buffer role) {
     return dnnl::memory(md, *cpu_engine(), b.data);
 }
 
+ConvGeometry conv_geometry(const ops::WindowAttributes& window, int64_t group, const std::vector<int64_t>& x_shape,
+                           const std::vector<int64_t>& w_shape, const Node& node) {
+    const std::vector<int64_t> kernel(w_shape.begin() + 2, w_shape.end());
+    const std::vector<int64_t> spatial(x_shape.begin() + 2, x_shape.end());
+    ConvGeometry g;
+    g.out_shape = {x_shape[0], w_shape[0]};
+    for (const ops::WindowAxis& a : ops::resolve_window(window, kernel, spatial, node)) {
+        g.out_shape.push_back(a.output);
+        g.strides.push_back(a.stride);
+        g.dilations.push_back(a.dilation - 1);
+        g.pad_begin.push_back(a.pad_begin);
+        g.pad_end.push_back(a.pad_end);
+    }
+    g.weight_dims = to_dims(w_shape);
+    if (group > 1) {
+        g.weight_dims[0] = w_shape[0] / group;
+        g.weight_dims.insert(g.weight_dims.begin(), group);
+    }
+    return g;
+}
+
 void append_activation(dnnl::post_ops& ops, const Node& node) {
     if (!node.has_attribute("activation")) return;
     const std::string op = node.get_attribute<std::string>("activation");

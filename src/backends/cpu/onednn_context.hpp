@@ -181,6 +181,17 @@ private:
     mutable std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> packed_;
 };
 
+// A convolution's oneDNN geometry for one input shape, with pads resolved as the reference
+// kernel does (auto_pad included; a window that does not fit throws its ValidationError):
+// the output shape, strides, dilations (oneDNN counts the gaps between taps), pads, and ONNX's
+// (M, C/group, k...) weights as oneDNN's (group, M/group, C/group, k...), as they lie.
+struct ConvGeometry {
+    std::vector<int64_t> out_shape;
+    Dims strides, dilations, pad_begin, pad_end, weight_dims;
+};
+ConvGeometry conv_geometry(const ops::WindowAttributes& window, int64_t group, const std::vector<int64_t>& x_shape,
+                           const std::vector<int64_t>& w_shape, const Node& node);
+
 // Input `input` when it is a float32 initializer, else nullptr.
 inline const Tensor* float_constant(const ops::KernelInfo& info, size_t input) {
     const Tensor* t = info.constant_input(input);

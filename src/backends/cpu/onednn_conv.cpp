@@ -88,28 +88,12 @@ private:
 
     std::shared_ptr<const ConvEntry> build(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
                                            bool has_bias) const {
-        const std::vector<int64_t> kernel(w_shape.begin() + 2, w_shape.end());
-        const std::vector<int64_t> spatial(x_shape.begin() + 2, x_shape.end());
-        // Pads resolved as the reference kernel does (auto_pad included); a window that does
-        // not fit throws the same ValidationError.
-        const std::vector<ops::WindowAxis> axes = ops::resolve_window(window_, kernel, spatial, node_);
+        const ConvGeometry g = conv_geometry(window_, group_, x_shape, w_shape, node_);
         const int64_t maps = w_shape[0];
         auto entry = std::make_shared<ConvEntry>();
-        entry->out_shape = {x_shape[0], maps};
-        Dims strides, dilations, pad_begin, pad_end;
-        for (const ops::WindowAxis& a : axes) {
-            entry->out_shape.push_back(a.output);
-            strides.push_back(a.stride);
-            dilations.push_back(a.dilation - 1);  // oneDNN counts the gaps between taps
-            pad_begin.push_back(a.pad_begin);
-            pad_end.push_back(a.pad_end);
-        }
-        // ONNX's (M, C/group, k...) weights are oneDNN's (group, M/group, C/group, k...) as they lie.
-        Dims w_dims = to_dims(w_shape);
-        if (group_ > 1) {
-            w_dims[0] = maps / group_;
-            w_dims.insert(w_dims.begin(), group_);
-        }
+        entry->out_shape = g.out_shape;
+        const Dims &strides = g.strides, &dilations = g.dilations, &pad_begin = g.pad_begin, &pad_end = g.pad_end;
+        const Dims& w_dims = g.weight_dims;
         entry->x_plain = plain_desc(to_dims(x_shape));
         entry->w_plain = plain_desc(w_dims);
         entry->y_plain = plain_desc(to_dims(entry->out_shape));

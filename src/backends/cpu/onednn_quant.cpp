@@ -486,25 +486,12 @@ private:
     std::shared_ptr<const QConvEntry> build(const Tensor& x, const std::vector<int64_t>& w_shape, DType out,
                                             bool has_bias) const {
         const std::vector<int64_t>& x_shape = x.shape();
-        const std::vector<int64_t> kernel(w_shape.begin() + 2, w_shape.end());
-        const std::vector<ops::WindowAxis> axes =
-            ops::resolve_window(window_, kernel, std::vector<int64_t>(x_shape.begin() + 2, x_shape.end()), node_);
+        const ConvGeometry g = conv_geometry(window_, group_, x_shape, w_shape, node_);
         const int64_t maps = w_shape[0];
         auto entry = std::make_shared<QConvEntry>();
-        entry->out_shape = {x_shape[0], maps};
-        Dims strides, dilations, pad_begin, pad_end;
-        for (const ops::WindowAxis& a : axes) {
-            entry->out_shape.push_back(a.output);
-            strides.push_back(a.stride);
-            dilations.push_back(a.dilation - 1);
-            pad_begin.push_back(a.pad_begin);
-            pad_end.push_back(a.pad_end);
-        }
-        Dims w_dims = to_dims(w_shape);
-        if (group_ > 1) {
-            w_dims[0] = maps / group_;
-            w_dims.insert(w_dims.begin(), group_);
-        }
+        entry->out_shape = g.out_shape;
+        const Dims &strides = g.strides, &dilations = g.dilations, &pad_begin = g.pad_begin, &pad_end = g.pad_end;
+        const Dims& w_dims = g.weight_dims;
         const DataType x_type = *int8_type(x.dtype());
         const DataType y_type = out == DType::Int32 ? DataType::s32 : *int8_type(out);
         entry->x_plain = plain_of(to_dims(x_shape), x_type);
