@@ -216,21 +216,25 @@ size_t ExecutionPlan::plan_memory(const Graph& graph) const {
     return planned;
 }
 
-void ExecutionPlan::plan_memory_for(const std::vector<Value>& inputs) const {
+std::shared_ptr<const ExecutionPlan::SignaturePlan> ExecutionPlan::plan_for_signature(
+    const std::vector<Value>& inputs) const {
     std::vector<int64_t> signature;
     for (const Value& v : inputs) {
-        if (!v.is_tensor()) return;  // sequences and optionals: the arena serves them as they come
+        if (!v.is_tensor()) return nullptr;  // sequences and optionals: the arena serves them as they come
         signature.push_back(-1);
         signature.insert(signature.end(), v.tensor().shape().begin(), v.tensor().shape().end());
     }
-    {
-        std::lock_guard<std::mutex> lock(signatures_mutex_);
-        constexpr size_t kMaxSignatures = 8;  // ever-new shapes are served by the arena as they come
-        if (planned_signatures_.size() >= kMaxSignatures ||
-            std::find(planned_signatures_.begin(), planned_signatures_.end(), signature) != planned_signatures_.end())
-            return;
-        planned_signatures_.push_back(signature);
-    }
+    // Planning runs under the lock: concurrent first runs of one signature plan it once.
+    std::lock_guard<std::mutex> lock(signatures_mutex_);
+    for (const auto& plan : signature_plans_)
+        if (plan->signature == signature) return plan;
+    constexpr size_t kMaxSignatures = 8;  // ever-new shapes are served by the arena as they come
+    if (signature_plans_.size() >= kMaxSignatures) return nullptr;
+    auto plan = std::make_shared<SignaturePlan>();
+    plan->signature = std::move(signature);
+    plan->skip.assign(steps_.size(), 0);
+    signature_plans_.push_back(plan);
+
     Graph concrete = *graph_;
     std::vector<TensorInfo> infos = graph_->inputs();
     for (size_t i = 0; i < infos.size() && i < inputs.size(); ++i) {
@@ -240,17 +244,27 @@ void ExecutionPlan::plan_memory_for(const std::vector<Value>& inputs) const {
         infos[i].rank_known = true;
     }
     concrete.set_inputs(std::move(infos));
+    std::unordered_map<std::string, Tensor> static_values;
     try {
-        ops::infer_shapes(concrete);
+        ops::infer_shapes(concrete, &static_values);
     } catch (const ValidationError&) {
-        return;  // the run reports bad inputs itself
+        return plan;  // the run reports bad inputs itself
     }
     plan_memory(concrete);
+    for (size_t i = 0; i < steps_.size(); ++i) {
+        const Step& step = steps_[i];
+        if (step.outputs.size() != 1 || step.outputs[0] < 0) continue;
+        auto it = static_values.find(step.node->outputs()[0]);
+        if (it == static_values.end()) continue;
+        plan->precomputed.emplace_back(step.outputs[0], it->second);
+        plan->skip[i] = 1;
+    }
+    return plan;
 }
 
 std::vector<Value> ExecutionPlan::run(std::vector<Value> inputs, const std::vector<size_t>& output_indices,
                                       const ops::RunControl& control, const ops::ScopeLookup* outer) const {
-    if (arena_ && !static_inputs_) plan_memory_for(inputs);
+    const std::shared_ptr<const SignaturePlan> shape_plan = arena_ && !static_inputs_ ? plan_for_signature(inputs) : nullptr;
     const TensorArena::Scope arena_scope(arena_.get());
     std::vector<Value> values(num_slots_);
     for (size_t i = 0; i < input_slots_.size(); ++i) {
@@ -271,8 +285,13 @@ std::vector<Value> ExecutionPlan::run(std::vector<Value> inputs, const std::vect
         return outer ? (*outer)(name) : nullptr;
     };
 
-    if (parallel_) run_parallel(values, scope, control);
-    else run_sequential(values, scope, control);
+    const std::vector<char>* skip = nullptr;
+    if (shape_plan && !shape_plan->precomputed.empty()) {
+        for (const auto& [s, t] : shape_plan->precomputed) values[s] = Value(t);
+        skip = &shape_plan->skip;
+    }
+    if (parallel_) run_parallel(values, scope, control, skip);
+    else run_sequential(values, scope, control, skip);
 
     std::vector<Value> results;
     results.reserve(output_indices.size());
@@ -325,13 +344,14 @@ void ExecutionPlan::run_step(const Step& step, std::vector<Value>& values, const
 }
 
 void ExecutionPlan::run_sequential(std::vector<Value>& values, const ops::ScopeLookup& scope,
-                                   const ops::RunControl& control) const {
+                                   const ops::RunControl& control, const std::vector<char>* skip) const {
     ops::KernelContext ctx;
     ctx.num_threads = num_threads_;
     ctx.control = &control;
     std::vector<Tensor> row_major;  // inputs converted for a reader that takes no backend layout
-    for (const Step& step : steps_) {
-        run_step(step, values, scope, control, ctx, row_major);
+    for (size_t i = 0; i < steps_.size(); ++i) {
+        const Step& step = steps_[i];
+        if (!skip || !(*skip)[i]) run_step(step, values, scope, control, ctx, row_major);
         for (int s : step.release_after) values[s] = Value();
     }
 }
@@ -339,7 +359,7 @@ void ExecutionPlan::run_sequential(std::vector<Value>& values, const ops::ScopeL
 // Workers take ready steps from one queue; a step becomes ready when the last step it waits for
 // finishes, and a slot is dropped when its last reader finishes. The first error stops the run.
 void ExecutionPlan::run_parallel(std::vector<Value>& values, const ops::ScopeLookup& scope,
-                                 const ops::RunControl& control) const {
+                                 const ops::RunControl& control, const std::vector<char>* skip) const {
     const int workers = std::max(2, num_threads_);
     const int threads_per_kernel = std::max(1, num_threads_ / workers);
     std::vector<int> waiting(steps_.size());
@@ -372,7 +392,7 @@ void ExecutionPlan::run_parallel(std::vector<Value>& values, const ops::ScopeLoo
             }
             const Step& step = steps_[i];
             try {
-                run_step(step, values, scope, control, ctx, row_major);
+                if (!skip || !(*skip)[i]) run_step(step, values, scope, control, ctx, row_major);
             } catch (...) {
                 std::lock_guard<std::mutex> lock(mutex);
                 if (!error) error = std::current_exception();

@@ -56,15 +56,28 @@ private:
     // Runs one step whose inputs are ready and stores its outputs in `values`.
     void run_step(const Step& step, std::vector<Value>& values, const ops::ScopeLookup& scope,
                   const ops::RunControl& control, ops::KernelContext& ctx, std::vector<Tensor>& row_major) const;
-    void run_sequential(std::vector<Value>& values, const ops::ScopeLookup& scope, const ops::RunControl& control) const;
-    void run_parallel(std::vector<Value>& values, const ops::ScopeLookup& scope, const ops::RunControl& control) const;
+    // `skip`: per step, whether its outputs are already in `values` (nullptr: run every step).
+    void run_sequential(std::vector<Value>& values, const ops::ScopeLookup& scope, const ops::RunControl& control,
+                        const std::vector<char>* skip) const;
+    void run_parallel(std::vector<Value>& values, const ops::ScopeLookup& scope, const ops::RunControl& control,
+                      const std::vector<char>* skip) const;
     void plan_dependencies(const std::vector<int>& kept);
+
+    // What one input-shape signature decides beyond the static plan: the values shape
+    // arithmetic computes from it (Shape -> Gather -> Concat ... feeding Reshape targets, about
+    // 400 nodes in a BERT encoder with a dynamic batch), whose steps its runs skip.
+    struct SignaturePlan {
+        std::vector<int64_t> signature;
+        std::vector<std::pair<int, Tensor>> precomputed;  // slot and its value
+        std::vector<char> skip;                            // per step: its outputs are precomputed
+    };
 
     void plan_layouts(const std::vector<std::vector<int>>& scope_reads, const std::vector<int>& kept);
     // Reserves the arena buffers for the shapes annotated on `graph`; returns their bytes.
     size_t plan_memory(const Graph& graph) const;
-    // With dynamic input shapes: the memory plan of each new input-shape signature (a few).
-    void plan_memory_for(const std::vector<Value>& inputs) const;
+    // With dynamic input shapes: the plan of the inputs' shape signature, made (memory plan
+    // and precomputed shape values) when a signature is first seen; nullptr beyond a few.
+    std::shared_ptr<const SignaturePlan> plan_for_signature(const std::vector<Value>& inputs) const;
 
     std::vector<Step> steps_;
     size_t num_slots_ = 0;
@@ -85,7 +98,7 @@ private:
     std::vector<char> releasable_;     // per slot: an intermediate, dropped after its last reader
     size_t planned_bytes_ = 0;
     mutable std::mutex signatures_mutex_;
-    mutable std::vector<std::vector<int64_t>> planned_signatures_;
+    mutable std::vector<std::shared_ptr<const SignaturePlan>> signature_plans_;
     size_t num_layout_values_ = 0;
 };
 

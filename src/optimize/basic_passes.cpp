@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "ops/op.hpp"
+#include "ops/shape_inference.hpp"
 #include "optimize/passes.hpp"
 #include "optimize/rewrite.hpp"
 
@@ -110,6 +111,38 @@ private:
         for (const auto& out : node.outputs())
             if (!out.empty() && (uses.is_graph_input(out) || uses.read_by_subgraph(out))) return false;
         return true;
+    }
+};
+
+// Shape arithmetic whose result the static dims already decide (Gather(Shape(x), 2) where x's
+// dim 2 is fixed, and what is computed from it) becomes initializers, even though it reads
+// non-constant tensors; constant folding then finishes what follows from them.
+class FoldShapeComputations : public GraphPass {
+public:
+    std::string name() const override { return "fold_shape_computations"; }
+    int level() const override { return 1; }
+    PassResult run(Graph& graph) const override {
+        PassResult r{name()};
+        std::unordered_map<std::string, Tensor> static_values;
+        try {
+            ops::infer_shapes(graph, &static_values);
+        } catch (const ValidationError&) {
+            return r;  // contradictory shapes: the session reports them
+        }
+        const GraphUses uses(graph);
+        std::unordered_set<const Node*> folded;
+        for (const auto& node : graph.nodes()) {
+            if (node->outputs().size() != 1 || has_subgraph(*node) || is_nondeterministic(*node)) continue;
+            const std::string& out = node->outputs()[0];
+            auto it = static_values.find(out);
+            if (it == static_values.end() || uses.read_by_subgraph(out) || uses.is_graph_input(out)) continue;
+            graph.add_initializer(out, it->second);
+            folded.insert(node.get());
+        }
+        if (folded.empty()) return r;
+        graph.set_nodes(without(graph.nodes(), folded));
+        r.nodes_removed = static_cast<int>(folded.size());
+        return r;
     }
 };
 
@@ -219,6 +252,7 @@ public:
 
 void add_basic_passes(std::vector<std::unique_ptr<GraphPass>>& passes) {
     passes.push_back(std::make_unique<EliminateIdentity>());
+    passes.push_back(std::make_unique<FoldShapeComputations>());
     passes.push_back(std::make_unique<ConstantFolding>());
     passes.push_back(std::make_unique<CommonSubexpressionElimination>());
     passes.push_back(std::make_unique<EliminateDeadNodes>());
