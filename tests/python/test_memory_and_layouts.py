@@ -217,3 +217,31 @@ def test_conv_transpose_matches_torch(tmp_path, dims, stride, pad, out_pad, dila
     got = rt.InferenceSession(path).run(None, {"x": x})[0]
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,perm", [
+    ((5, 7), [1, 0]), ((4, 3, 6), [1, 0, 2]), ((2, 3, 4, 5), [0, 2, 1, 3]), ((2, 3, 4, 5), [0, 1, 3, 2]),
+    ((2, 3, 4, 5), None), ((2, 3, 1, 4, 5), [3, 1, 2, 0, 4]), ((2, 1, 3, 2, 2, 3), [5, 3, 1, 0, 4, 2])])
+def test_transpose_matches_numpy(tmp_path, shape, perm):
+    attrs = {} if perm is None else {"perm": perm}
+    graph = helper.make_graph([helper.make_node("Transpose", ["x"], ["y"], **attrs)], "transpose",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path, "t.onnx")
+    x = np.random.default_rng(11).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(session(path).run(None, {"x": x})[0], x.transpose(perm))
+
+
+def test_transpose_reads_a_convolution_layout(tmp_path):
+    """A Transpose after a Conv takes the convolution's blocked output as it is."""
+    rng = np.random.default_rng(12)
+    w = numpy_helper.from_array(rng.standard_normal((32, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 3, 1])], "conv_transpose",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 9, 11])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path, "ct.onnx")
+    x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
+    s = session(path)
+    np.testing.assert_allclose(s.run(None, {"x": x})[0], ort_run(path, {"x": x})[0], rtol=1e-4, atol=1e-4)

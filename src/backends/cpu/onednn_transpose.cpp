@@ -1,0 +1,105 @@
+// Transpose as one oneDNN reorder: the destination is described over the input's dims with the
+// output's strides permuted back, so the JIT reorder walks both tensors in blocks (a plain
+// loop strides through one of them element by element). An input in a backend layout (e.g. a
+// convolution's nChw16c) is transposed straight from it, without a reorder to row-major first.
+#include <numeric>
+
+#include "backends/cpu/onednn_context.hpp"
+
+namespace pyflame_rt::onednn {
+namespace {
+
+struct TransposeEntry {
+    std::vector<int64_t> out_shape;
+    dnnl::memory::desc src, dst;
+    Step step;
+};
+
+class TransposeKernel final : public FastKernel {
+public:
+    static std::unique_ptr<ops::OpKernel> create(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference) {
+        return std::make_unique<TransposeKernel>(info, std::move(reference));
+    }
+
+    TransposeKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
+        : FastKernel(info, std::move(reference)),
+          perm_(info.node.get_attribute<std::vector<int64_t>>("perm", std::vector<int64_t>{})) {}
+
+    void compute(ops::KernelContext& ctx) const override {
+        apply_thread_budget(ctx.num_threads);
+        const Tensor& x = ctx.input(0);
+        const std::vector<int64_t> perm = resolved(x.ndim());
+        if (x.dtype() != DType::Float32 || x.num_elements() == 0 || x.ndim() < 2 || x.ndim() > DNNL_MAX_NDIMS ||
+            perm.empty())
+            return fallback(ctx);  // the reference kernel reports invalid perms
+        const dnnl::memory::desc plain = plain_desc(to_dims(x.shape()));
+        const dnnl::memory::desc src = desc_of(x, plain);
+        std::vector<int64_t> key = x.shape();
+        if (!x.is_plain()) {
+            const std::vector<int64_t> layout = layout_key(src);
+            key.insert(key.end(), layout.begin(), layout.end());
+        }
+        const auto entry = cache_.get(key, [&] { return build(x.shape(), perm, src); });
+        if (!entry) return fallback(ctx);
+        Tensor y(entry->out_shape, DType::Float32);
+        dnnl::stream stream(*cpu_engine());
+        entry->step.execute(stream, {{DNNL_ARG_SRC, memory_over(entry->src, x.data())},
+                                     {DNNL_ARG_DST, memory_over(entry->dst, y.data())}});
+        stream.wait();
+        ctx.outputs[0] = std::move(y);
+    }
+
+    bool reads_layout(size_t input) const override { return input == 0; }
+
+private:
+    // The permutation for rank `rank` (reversed axes when the node gives none); empty when
+    // `perm_` is not a permutation of 0..rank-1.
+    std::vector<int64_t> resolved(size_t rank) const {
+        std::vector<int64_t> perm = perm_;
+        if (perm.empty()) {
+            perm.resize(rank);
+            std::iota(perm.rbegin(), perm.rend(), 0);
+        }
+        if (perm.size() != rank) return {};
+        std::vector<char> seen(rank, 0);
+        for (int64_t p : perm) {
+            if (p < 0 || p >= static_cast<int64_t>(rank) || seen[p]) return {};
+            seen[p] = 1;
+        }
+        return perm;
+    }
+
+    static std::shared_ptr<TransposeEntry> build(const std::vector<int64_t>& shape, const std::vector<int64_t>& perm,
+                                                 const dnnl::memory::desc& src) {
+        auto e = std::make_shared<TransposeEntry>();
+        const size_t rank = shape.size();
+        for (int64_t p : perm) e->out_shape.push_back(shape[p]);
+        // Output axis d is input axis perm[d]: its row-major stride goes to that input axis.
+        Dims out_strides(rank), strides(rank);
+        int64_t stride = 1;
+        for (size_t d = rank; d-- > 0;) {
+            out_strides[d] = stride;
+            stride *= e->out_shape[d];
+        }
+        for (size_t d = 0; d < rank; ++d) strides[perm[d]] = out_strides[d];
+        e->src = src;
+        e->dst = dnnl::memory::desc(to_dims(shape), dnnl::memory::data_type::f32, strides);
+        try {
+            e->step = make_reorder(e->src, e->dst);
+        } catch (const dnnl::error&) {
+            return nullptr;
+        }
+        return e;
+    }
+
+    std::vector<int64_t> perm_;
+    ShapeCache<TransposeEntry> cache_;
+};
+
+}  // namespace
+
+void add_transpose_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
+    kernels["::Transpose"] = factory<TransposeKernel>("Transpose");
+}
+
+}  // namespace pyflame_rt::onednn
