@@ -378,7 +378,9 @@ def fused_matmul_graph(a_shape, b_shape, trans_a, trans_b, bias=None, activation
     ((2, 1, 5, 6), (3, 5, 4), True, False),     # batch dims broadcast
     ((2, 3, 6, 5), (5, 4), False, False),
     ((2, 3, 5, 6), (4, 5), True, True),         # one B for every batch, A transposed
-], ids=["2d-tb", "2d-ta", "2d-both", "4d-tb", "broadcast-ta", "plain", "shared-b-both"])
+    ((2, 6, 6), (2, 6, 6), True, False),        # square: an ignored transpose would pass shape checks
+    ((2, 6, 6), (6, 6), False, True),
+], ids=["2d-tb", "2d-ta", "2d-both", "4d-tb", "broadcast-ta", "plain", "shared-b-both", "square-ta", "square-tb"])
 @pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "reference"])
 def test_fused_matmul_transposed_operands_match_numpy(tmp_path, a_shape, b_shape, trans_a, trans_b, onednn):
     rng = np.random.default_rng(7)
@@ -392,6 +394,38 @@ def test_fused_matmul_transposed_operands_match_numpy(tmp_path, a_shape, b_shape
     feeds = {"a": a, "b": b}
     got = run_graph(graph, feeds)[0] if onednn else run_without_onednn(graph, feeds, tmp_path)[0]
     np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("a_shape,w_shape,trans_a,trans_b", [
+    ((2, 5, 6), (6, 6), False, True),   # half-precision oneDNN kernel, B read transposed
+    ((6, 6), (6, 4), True, False),      # ... A read transposed (square: no shape check catches
+    ((2, 6, 6), (6, 4), True, False),   # an ignored transpose); A of rank 3: the reference kernel
+], ids=["tb", "ta-2d", "ta-3d"])
+def test_half_precision_fused_matmul_transposed_operands(a_shape, w_shape, trans_a, trans_b, dtype):
+    """A half-precision constant B selects the bf16/fp16 kernels; numpy computes in float32 on
+    the widened values and rounds once."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    half = np.dtype(np.float16) if dtype == "float16" else np.dtype(ml_dtypes.bfloat16)
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal(a_shape).astype(half)
+    w = rng.standard_normal(w_shape).astype(half)
+    bias = rng.standard_normal(w_shape[0] if trans_b else w_shape[1]).astype(half)
+    g = rt.Graph("half")
+    g.add_input("a", list(a_shape), rt.DType.Float16 if dtype == "float16" else rt.DType.BFloat16)
+    g.add_initializer("w", w)
+    g.add_initializer("bias", bias)
+    g.add_node("mm", "FusedMatMul", inputs=["a", "w", "bias"], outputs=["y"],
+               attributes={"transA": int(trans_a), "transB": int(trans_b)}, domain="com.pyflame")
+    g.opset_imports["com.pyflame"] = 1
+    g.add_output("y", None, g.inputs[0].dtype)
+    wide_a, wide_w = a.astype(np.float32), w.astype(np.float32)
+    op_a = np.swapaxes(wide_a, -1, -2) if trans_a else wide_a
+    op_w = wide_w.T if trans_b else wide_w
+    expected = (op_a @ op_w + bias.astype(np.float32)).astype(half).astype(np.float32)
+    got = run_graph(g, {"a": a})[0]
+    assert got.dtype == half
+    np.testing.assert_allclose(got.astype(np.float32), expected, rtol=2e-2, atol=2e-2)
 
 
 def test_fused_matmul_constant_transposed_b_is_packed_as_it_lies():
