@@ -179,29 +179,35 @@ protected:
     }
 };
 
-// Whether `n` is elementwise in `value` alone: a unary elementwise op reading it, or a binary
-// one whose other operand is one element of rank at most `rank` (so broadcasting it does not
-// depend on the axis order).
-bool elementwise_in(const Graph& graph, const Node& n, const std::string& value, size_t rank) {
+// How an elementwise op reading a transposed value takes its other operand.
+enum class Operand {
+    None,        // not elementwise in that value alone: the transpose cannot move past it
+    AsIs,        // a unary op, or a one-element operand: broadcasting ignores the axis order
+    Reshaped,    // a row along the last axis (shape [..., 1, n], n maybe unknown): it follows
+                 // the transpose as a Reshape putting n on the axis the last one came from
+};
+
+// How `n` is elementwise in `value` (transposed with a perm of `rank` axes) and its other operand.
+Operand elementwise_in(const Graph& graph, const Node& n, const std::string& value, size_t rank) {
     static const std::unordered_set<std::string> unary{
         "Relu", "Sigmoid", "Tanh", "Erf", "Cast", "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal", "Gelu",
         "LeakyRelu", "Elu", "Selu", "Celu", "Softplus", "Softsign", "HardSigmoid", "HardSwish", "Mish", "Sin",
         "Cos", "Floor", "Ceil", "Round", "Sign", "Not", "IsNaN", "IsInf", "ThresholdedRelu", "Shrink"};
     static const std::unordered_set<std::string> binary{"Add", "Sub", "Mul", "Div", "Pow"};
-    if (!n.domain().empty() || n.outputs().size() != 1 || n.inputs().empty() || has_subgraph(n)) return false;
-    if (unary.count(n.op_type())) return n.inputs().size() == 1 && n.inputs()[0] == value;
-    if (!binary.count(n.op_type()) || n.inputs().size() != 2 || n.inputs()[0] == n.inputs()[1]) return false;
-    if (n.inputs()[0] != value && n.inputs()[1] != value) return false;
+    if (!n.domain().empty() || n.outputs().size() != 1 || n.inputs().empty() || has_subgraph(n)) return Operand::None;
+    if (unary.count(n.op_type())) return n.inputs().size() == 1 && n.inputs()[0] == value ? Operand::AsIs : Operand::None;
+    if (!binary.count(n.op_type()) || n.inputs().size() != 2 || n.inputs()[0] == n.inputs()[1]) return Operand::None;
+    if (n.inputs()[0] != value && n.inputs()[1] != value) return Operand::None;
     const auto other = shape_of(graph, n.inputs()[0] == value ? n.inputs()[1] : n.inputs()[0]);
-    if (!other || other->size() > rank) return false;
-    for (const auto& d : *other)
-        if (d != std::optional<int64_t>(1)) return false;
-    return true;
+    if (!other || other->size() > rank) return Operand::None;
+    for (size_t i = 0; i + 1 < other->size(); ++i)
+        if ((*other)[i] != std::optional<int64_t>(1)) return Operand::None;
+    return other->empty() || other->back() == std::optional<int64_t>(1) ? Operand::AsIs : Operand::Reshaped;
 }
 
 // Transpose -> elementwise op becomes elementwise op -> Transpose, when the transpose then goes
 // on through more elementwise ops to a Transpose or a product it folds into: it moves down to
-// meet them, one op at a time.
+// meet them, one op at a time. (Attention's K^T scaled before Q x K^T, as torch exports it.)
 class PushTransposeThroughElementwise : public NodeRewritePass {
 public:
     std::string name() const override { return "push_transpose_through_elementwise"; }
@@ -215,20 +221,41 @@ protected:
         if (perm.empty()) return false;
         const std::string& transposed = transpose->outputs()[0];
         const Node* op = sole_consumer(graph, uses, transposed);
-        if (!op || !elementwise_in(graph, *op, transposed, perm.size()) || !meets_its_match(graph, uses, *op, perm))
-            return false;
+        if (!op) return false;
+        const Operand operand = elementwise_in(graph, *op, transposed, perm.size());
+        if (operand == Operand::None || !meets_its_match(graph, uses, *op, perm)) return false;
 
+        std::vector<std::shared_ptr<Node>> replacement;
         auto moved_op = std::make_shared<Node>(*op);
+        for (size_t i = 0; i < op->inputs().size(); ++i) {
+            if (op->inputs()[i] == transposed) {
+                moved_op->set_input(i, transpose->inputs()[0]);
+            } else if (operand == Operand::Reshaped) {
+                // The row broadcast along the transposed value's last axis lies along axis
+                // perm[last] of the untransposed one.
+                std::vector<int64_t> dims(perm.size(), 1);
+                dims[static_cast<size_t>(perm.back())] = -1;
+                Tensor shape({static_cast<int64_t>(dims.size())}, DType::Int64);
+                std::copy(dims.begin(), dims.end(), shape.data_ptr<int64_t>());
+                const std::string shape_name = unique_name(graph, op->inputs()[i] + "_moved_shape");
+                graph.add_initializer(shape_name, shape);
+                const std::string reshaped = unique_name(graph, op->inputs()[i] + "_moved");
+                replacement.push_back(std::make_shared<Node>("Reshape", unique_name(graph, op->name() + "_operand_moved"),
+                                                             std::vector<std::string>{op->inputs()[i], shape_name},
+                                                             std::vector<std::string>{reshaped}));
+                moved_op->set_input(i, reshaped);
+            }
+        }
         const std::string untransposed = unique_name(graph, op->outputs()[0] + "_before_transpose");
-        for (size_t i = 0; i < op->inputs().size(); ++i)
-            if (op->inputs()[i] == transposed) moved_op->set_input(i, transpose->inputs()[0]);
         moved_op->set_output(0, untransposed);
         auto moved_transpose = std::make_shared<Node>("Transpose", unique_name(graph, transpose->name() + "_moved"),
                                                       std::vector<std::string>{untransposed}, op->outputs());
         moved_transpose->set_attribute("perm", perm);
-        rewrite_nodes(graph, op, {moved_op, moved_transpose}, {transpose.get()});
+        replacement.push_back(moved_op);
+        replacement.push_back(moved_transpose);
+        rewrite_nodes(graph, op, replacement, {transpose.get()});
         ++r.nodes_removed;
-        ++r.nodes_added;
+        r.nodes_added += static_cast<int>(replacement.size()) - 1;
         return true;
     }
 
@@ -245,7 +272,7 @@ private:
             for (size_t i = 0; i < 2 && i < next->inputs().size(); ++i)
                 if (next->inputs()[i] == value && swaps_last_two_axes(perm) && product_takes_transposed(*next, i, perm.size()))
                     return true;
-            if (!elementwise_in(graph, *next, value, perm.size())) return false;
+            if (elementwise_in(graph, *next, value, perm.size()) == Operand::None) return false;
             current = next;
         }
         return false;

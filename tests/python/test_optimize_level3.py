@@ -508,10 +508,30 @@ def test_transpose_moves_below_elementwise_ops_to_fold(tmp_path, scale_shape):
     np.testing.assert_allclose(run_without_onednn(graph, feeds, tmp_path)[0], expected, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("case", ["no-match-below", "per-axis-operand"])
+def test_transpose_moves_past_a_row_operand_of_unknown_length(tmp_path):
+    """Mul(K^T, s) with s [n], n known only at run time (BERT's scale is computed from shapes):
+    s follows the transpose as a Reshape to [1, 1, n, 1], so it still scales K^T's last axis."""
+    nodes = [helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("Mul", ["kt", "s"], ["kt_scaled"]),
+             helper.make_node("MatMul", ["q", "kt_scaled"], ["y"])]
+    model = make_model(nodes, [f32("q", [2, 3, 5, 8]), f32("k", [2, 3, 7, 8]), f32("s", ["n"])], [f32("y", [2, 3, 5, 7])])
+    graph = import_graph(model, tmp_path)
+    rt.PassManager().run(graph, level=3)
+    assert ops(graph) == ["Reshape", "Mul", "FusedMatMul"]
+    assert graph.nodes[2].attributes["transB"] == 1
+    assert list(graph.initializers.values())[-1].tolist() == [1, 1, -1, 1]
+    for n in (7, 1):  # a scale per column of K^T, then one scale for all
+        feeds = dict(attention_feeds(), s=np.random.default_rng(n).uniform(0.5, 2.0, n).astype(np.float32))
+        expected = ort_run(model, feeds)[0]
+        np.testing.assert_allclose(expected, feeds["q"] @ (np.swapaxes(feeds["k"], -1, -2) * feeds["s"]),
+                                   rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(run_graph(graph, feeds)[0], expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("case", ["no-match-below", "two-axis-operand"])
 def test_transpose_stays_where_moving_it_gains_nothing(tmp_path, case):
     model = (scaled_attention_scores_model(end="softmax") if case == "no-match-below"
-             else scaled_attention_scores_model(scale_shape=(7,)))  # broadcasts along one axis: order matters
+             else scaled_attention_scores_model(scale_shape=(3, 1, 7)))  # varies along two axes: stays
     graph = import_graph(model, tmp_path)
     before = ops(graph)
     results = run_passes(graph, "push_transpose_through_elementwise")
