@@ -212,10 +212,25 @@ class DecomposedLayerNorm(torch.nn.Module):
         return self.fc_out(d / torch.sqrt(var + self.eps) * self.gamma + self.beta)
 
 
-@pytest.mark.parametrize("opset", [13, 17])
-def test_torch_decomposed_layer_norm_fuses_and_matches_torch(tmp_path, opset):
+class TorchLayerNorm(torch.nn.Module):
+    """torch.nn.LayerNorm, which torch's exporter spells out op by op below opset 17."""
+
+    def __init__(self, hidden=24):
+        super().__init__()
+        self.fc_in, self.norm, self.fc_out = torch.nn.Linear(12, hidden), torch.nn.LayerNorm(hidden), torch.nn.Linear(hidden, 8)
+        with torch.no_grad():
+            self.norm.weight.uniform_(0.5, 1.5)
+            self.norm.bias.normal_()
+
+    def forward(self, x):
+        return self.fc_out(self.norm(self.fc_in(x)))
+
+
+@pytest.mark.parametrize("module,opset", [(DecomposedLayerNorm, 13), (DecomposedLayerNorm, 17), (TorchLayerNorm, 13)],
+                         ids=["written-out-opset13", "written-out-opset17", "nn.LayerNorm-opset13"])
+def test_torch_decomposed_layer_norm_fuses_and_matches_torch(tmp_path, module, opset):
     torch.manual_seed(3)
-    model = DecomposedLayerNorm().eval()
+    model = module().eval()
     path = tmp_path / "ln.onnx"
     torch.onnx.export(model, (torch.randn(2, 7, 12),), str(path), input_names=["x"], output_names=["y"],
                       dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=opset, dynamo=False)
