@@ -40,11 +40,13 @@ bool transposed_operand(const Node& node, const char* attribute) {
     return value == 1;
 }
 
+[[noreturn]] void fail_transposed_vector(const Node& node, const char* name, const std::string& shape) {
+    fail_node(node, std::string("trans") + name + " needs input " + name + " of rank >= 2, got shape " + shape);
+}
+
 // `t` with its last two axes swapped (MatMul's operand `name` under trans`name`).
 Tensor swap_last_two_axes(const Tensor& t, const Node& node, const char* name, int num_threads) {
-    if (t.ndim() < 2)
-        fail_node(node, std::string("trans") + name + " needs input " + name + " of rank >= 2, got shape " +
-                            shape_to_string(t.shape()));
+    if (t.ndim() < 2) fail_transposed_vector(node, name, shape_to_string(t.shape()));
     std::vector<int64_t> perm(t.ndim());
     for (size_t i = 0; i < perm.size(); ++i) perm[i] = static_cast<int64_t>(i);
     std::swap(perm[perm.size() - 1], perm[perm.size() - 2]);
@@ -147,9 +149,7 @@ void register_fused_ops(OpTable& table) {
                     mm.inputs[i]->shape.empty())
                     continue;
                 Shape& shape = mm.inputs[i]->shape;
-                if (shape.size() < 2)
-                    fail_node(ctx.node, std::string("trans") + name + " needs input " + name + " of rank >= 2, got shape " +
-                                            shape_to_string(shape));
+                if (shape.size() < 2) fail_transposed_vector(ctx.node, name, shape_to_string(shape));
                 std::swap(shape[shape.size() - 1], shape[shape.size() - 2]);
                 if (i < mm.constant_inputs.size()) mm.constant_inputs[i] = nullptr;  // its value is not op(value)
             }

@@ -211,8 +211,8 @@ public:
         apply_thread_budget(ctx.num_threads);
         const Tensor& b = ctx.input(1);
         const Tensor* c = has_bias_ && ctx.has_input(2) ? &ctx.input(2) : nullptr;
-        if (b.dtype() != a.dtype() || b.ndim() != 2 || a.ndim() < 2 || ((gemm_ || trans_a_) && a.ndim() != 2) || a.num_elements() == 0 ||
-            b.num_elements() == 0)
+        if (b.dtype() != a.dtype() || b.ndim() != 2 || a.ndim() < 2 || ((gemm_ || trans_a_) && a.ndim() != 2) ||
+            a.num_elements() == 0 || b.num_elements() == 0)
             return fallback(ctx);
         const int64_t k = trans_a_ ? a.shape()[0] : a.shape().back();
         const int64_t rows = trans_a_ ? a.shape()[1] : a.num_elements() / k;
