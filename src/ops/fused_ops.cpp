@@ -2,12 +2,14 @@
 // com.microsoft FusedConv / FusedGemm / FusedMatMul), each with an optional `activation`
 // (+ `activation_params`):
 //   FusedConv(X, W, [B], [Z]) = activation(Conv(X, W, B) + Z)      (Z: a residual)
-//   FusedMatMul(A, B, [bias])  = activation(MatMul(A, B) + bias)   (bias: [N], any rank of A)
+//   FusedMatMul(A, B, [bias])  = activation(MatMul(op(A), op(B)) + bias)   (bias: [N], any rank
+//                                of A; op: the last two axes swapped when transA / transB is 1)
 //   FusedGemm(A, B, [C])       = activation(Gemm(A, B, C))         (Gemm's attributes)
 // Their reference kernels compose the reference kernels of the parts, so the math is defined
 // once; backends run them as one kernel (oneDNN: post-ops).
 #include <algorithm>
 
+#include "ops/indexing_common.hpp"
 #include "ops/op.hpp"
 
 namespace pyflame_rt::ops {
@@ -30,15 +32,37 @@ Node activation_node(const Node& fused) {
     return act;
 }
 
-// The main op on the first `main_inputs` inputs, then + input `add_input` (if given), then the
-// activation.
+// FusedMatMul's transA / transB (Gemm's kernel reads its own): 0 or 1.
+bool transposed_operand(const Node& node, const char* attribute) {
+    if (node.op_type() != "FusedMatMul") return false;
+    const int64_t value = node.get_attribute<int64_t>(attribute, 0);
+    if (value != 0 && value != 1) fail_node(node, std::string(attribute) + " must be 0 or 1, got " + std::to_string(value));
+    return value == 1;
+}
+
+[[noreturn]] void fail_transposed_vector(const Node& node, const char* name, const std::string& shape) {
+    fail_node(node, std::string("trans") + name + " needs input " + name + " of rank >= 2, got shape " + shape);
+}
+
+// `t` with its last two axes swapped (MatMul's operand `name` under trans`name`).
+Tensor swap_last_two_axes(const Tensor& t, const Node& node, const char* name, int num_threads) {
+    if (t.ndim() < 2) fail_transposed_vector(node, name, shape_to_string(t.shape()));
+    std::vector<int64_t> perm(t.ndim());
+    for (size_t i = 0; i < perm.size(); ++i) perm[i] = static_cast<int64_t>(i);
+    std::swap(perm[perm.size() - 1], perm[perm.size() - 2]);
+    return permute_axes(t, t.shape(), perm, num_threads);
+}
+
+// The main op on the first `main_inputs` inputs (FusedMatMul's operands transposed first when
+// asked), then + input `add_input` (if given), then the activation.
 class FusedKernel final : public NodeKernel {
 public:
     FusedKernel(const KernelInfo& info, const std::string& main_op, size_t main_inputs, size_t add_input)
         : NodeKernel(info.node),
+          trans_{transposed_operand(info.node, "transA"), transposed_operand(info.node, "transB")},
           main_inputs_(main_inputs),
           add_input_(add_input),
-          main_(OpTable::instance().find(main_op)->reference_kernel(main_info(info, main_inputs))),
+          main_(OpTable::instance().find(main_op)->reference_kernel(main_info(info, main_inputs, trans_))),
           add_(info.node.has_input(add_input) ? make_add(info) : nullptr),
           activation_(info.node.has_attribute("activation") ? make_activation(info) : nullptr) {}
 
@@ -46,6 +70,12 @@ public:
         KernelContext main;
         main.num_threads = ctx.num_threads;
         main.inputs.assign(ctx.inputs.begin(), ctx.inputs.begin() + std::min(main_inputs_, ctx.inputs.size()));
+        Tensor transposed[2];
+        for (size_t i = 0; i < 2; ++i) {
+            if (!trans_[i] || i >= main.inputs.size() || !main.inputs[i]) continue;
+            transposed[i] = swap_last_two_axes(*main.inputs[i], node_, i == 0 ? "A" : "B", ctx.num_threads);
+            main.inputs[i] = &transposed[i];
+        }
         main.outputs.resize(1);
         main_->compute(main);
         Tensor y = std::move(main.outputs[0]);
@@ -64,10 +94,13 @@ private:
         return std::move(step.outputs[0]);
     }
 
-    // The main op sees its own inputs (it ignores the activation's attributes).
-    static KernelInfo main_info(const KernelInfo& info, size_t inputs) {
+    // The main op sees its own inputs (it ignores the activation's attributes); a transposed
+    // constant is not its operand's value.
+    static KernelInfo main_info(const KernelInfo& info, size_t inputs, const bool (&trans)[2]) {
         KernelInfo main = info;
         if (main.constant_inputs.size() > inputs) main.constant_inputs.resize(inputs);
+        for (size_t i = 0; i < 2 && i < main.constant_inputs.size(); ++i)
+            if (trans[i]) main.constant_inputs[i] = nullptr;
         return main;
     }
 
@@ -82,6 +115,7 @@ private:
         return OpTable::instance().find(act.op_type())->reference_kernel(KernelInfo{act, 10, {}, {}});
     }
 
+    bool trans_[2];
     size_t main_inputs_, add_input_;
     std::unique_ptr<OpKernel> main_, add_, activation_;
 };
@@ -101,13 +135,24 @@ void register_fused_ops(OpTable& table) {
     const OpSchema* matmul = table.find("MatMul");
     const OpSchema* gemm = table.find("Gemm");
     fused("FusedConv", "Conv", 2, 4, 3, 3, conv ? conv->infer : ShapeInferenceFn{});
-    // MatMul's inference on A and B; the bias broadcasts along the last axis.
+    // MatMul's inference on op(A) and op(B); the bias broadcasts along the last axis.
     ShapeInferenceFn matmul_infer;
     if (matmul && matmul->infer)
         matmul_infer = [infer = matmul->infer](InferenceContext& ctx) {
             InferenceContext mm{ctx.node, ctx.opset, {ctx.inputs.begin(), ctx.inputs.begin() + std::min<size_t>(2, ctx.inputs.size())},
                                 {ctx.constant_inputs.begin(), ctx.constant_inputs.begin() + std::min<size_t>(2, ctx.constant_inputs.size())},
                                 std::move(ctx.outputs)};
+            for (size_t i = 0; i < mm.inputs.size(); ++i) {
+                const char* name = i == 0 ? "A" : "B";
+                // An empty shape: rank unknown (MatMul's inference reads it so too).
+                if (!transposed_operand(ctx.node, i == 0 ? "transA" : "transB") || !mm.inputs[i] ||
+                    mm.inputs[i]->shape.empty())
+                    continue;
+                Shape& shape = mm.inputs[i]->shape;
+                if (shape.size() < 2) fail_transposed_vector(ctx.node, name, shape_to_string(shape));
+                std::swap(shape[shape.size() - 1], shape[shape.size() - 2]);
+                if (i < mm.constant_inputs.size()) mm.constant_inputs[i] = nullptr;  // its value is not op(value)
+            }
             infer(mm);
             ctx.outputs = std::move(mm.outputs);
         };

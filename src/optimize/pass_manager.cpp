@@ -1,5 +1,7 @@
 #include "pyflame_rt/optimize/pass_manager.hpp"
 
+#include <algorithm>
+
 #include "optimize/passes.hpp"
 #include "pyflame_rt/errors.hpp"
 
@@ -9,6 +11,8 @@ PassManager::PassManager() {
     add_qdq_fusion_passes(passes_);  // level 2, but before constant folding folds the weights' DequantizeLinear
     add_basic_passes(passes_);
     add_fusion_passes(passes_);
+    add_layer_norm_fusion_passes(passes_);
+    add_layout_passes(passes_);  // level 3: after the level-2 fusions had their look at the graph
 }
 
 PassManager::~PassManager() = default;
@@ -31,15 +35,19 @@ std::vector<PassResult> PassManager::run_level(Graph& graph, int level) const {
     if (level < 0 || level > 3) throw ValidationError("optimization level must be in 0..3, got " + std::to_string(level));
     std::vector<PassResult> results;
     // Passes enable each other (folding exposes dead nodes, fusion exposes duplicates):
-    // repeat until a round changes nothing.
-    for (int round = 0; round < 4; ++round) {
-        bool changed = false;
-        for (const auto& p : passes_) {
-            if (p->level() > level) continue;
-            results.push_back(p->run(graph));
-            changed = changed || results.back().changed();
+    // repeat until a round changes nothing. Level 3's layout passes start once levels 1-2 are
+    // done, so every fusion matches the graph as the exporter wrote it.
+    for (const int stage : {std::min(level, 2), level}) {
+        for (int round = 0; round < 4; ++round) {
+            bool changed = false;
+            for (const auto& p : passes_) {
+                if (p->level() > stage) continue;
+                results.push_back(p->run(graph));
+                changed = changed || results.back().changed();
+            }
+            if (!changed) break;
         }
-        if (!changed) break;
+        if (stage == level) break;
     }
     return results;
 }

@@ -191,8 +191,8 @@ public:
         : FastKernel(info, std::move(inner)),
           gemm_(info.node.op_type() == "Gemm" || info.node.op_type() == "FusedGemm"),
           has_bias_(gemm_ || info.node.op_type() == "FusedMatMul"),
-          trans_a_(gemm_ && info.node.get_attribute<int64_t>("transA", 0) == 1),
-          trans_b_(gemm_ && info.node.get_attribute<int64_t>("transB", 0) == 1),
+          trans_a_(info.node.get_attribute<int64_t>("transA", 0) == 1),  // Gemm's and FusedMatMul's
+          trans_b_(info.node.get_attribute<int64_t>("transB", 0) == 1),
           supported_(!gemm_ || (info.node.get_attribute<double>("alpha", 1.0) == 1.0 &&
                                 info.node.get_attribute<double>("beta", 1.0) == 1.0)) {
         dnnl::post_ops ops;
@@ -211,8 +211,8 @@ public:
         apply_thread_budget(ctx.num_threads);
         const Tensor& b = ctx.input(1);
         const Tensor* c = has_bias_ && ctx.has_input(2) ? &ctx.input(2) : nullptr;
-        if (b.dtype() != a.dtype() || b.ndim() != 2 || a.ndim() < 2 || (gemm_ && a.ndim() != 2) || a.num_elements() == 0 ||
-            b.num_elements() == 0)
+        if (b.dtype() != a.dtype() || b.ndim() != 2 || a.ndim() < 2 || ((gemm_ || trans_a_) && a.ndim() != 2) ||
+            a.num_elements() == 0 || b.num_elements() == 0)
             return fallback(ctx);
         const int64_t k = trans_a_ ? a.shape()[0] : a.shape().back();
         const int64_t rows = trans_a_ ? a.shape()[1] : a.num_elements() / k;
@@ -224,7 +224,7 @@ public:
         const auto entry = cache_.get({rows, k, n, static_cast<int64_t>(a.dtype()), c != nullptr},
                                       [&] { return build(rows, k, n, *half_type(a.dtype()), c != nullptr); });
         if (!entry) return fallback(ctx);
-        std::vector<int64_t> out_shape = gemm_ ? std::vector<int64_t>{rows, n} : a.shape();
+        std::vector<int64_t> out_shape = gemm_ || trans_a_ ? std::vector<int64_t>{rows, n} : a.shape();
         out_shape.back() = n;
         Tensor y(out_shape, a.dtype());
         dnnl::stream stream(*cpu_engine());

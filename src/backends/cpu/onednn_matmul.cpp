@@ -1,7 +1,8 @@
 // MatMul (numpy semantics) and Gemm (alpha, beta, transA, transB, broadcast C) on oneDNN's
-// matmul, float32, and their fused forms (com.pyflame FusedMatMul: + bias [N] + activation;
-// FusedGemm: + activation) with the bias and activation applied as the product is written.
-// A constant B is packed once into the layout the primitive prefers.
+// matmul, float32, and their fused forms (com.pyflame FusedMatMul: transA/transB + bias [N] +
+// activation; FusedGemm: + activation) with the bias and activation applied as the product is
+// written. Transposed operands are read in place through their strides; a constant B is packed
+// once into the layout the primitive prefers.
 #include <algorithm>
 
 #include "backends/cpu/onednn_context.hpp"
@@ -40,6 +41,22 @@ std::shared_ptr<MatMulEntry> build_matmul(std::vector<int64_t> out_shape, const 
     return entry;
 }
 
+// An operand of logical dims (..., rows, cols), row-major, or lying as (..., cols, rows) when
+// `transposed`: then read through swapped strides, never copied.
+dnnl::memory::desc operand_desc(const Dims& dims, bool transposed) {
+    if (!transposed || dims.size() < 2) return plain_desc(dims);
+    Dims stored = dims;
+    std::swap(stored[stored.size() - 1], stored[stored.size() - 2]);
+    Dims strides(dims.size());
+    dnnl::memory::dim stride = 1;
+    for (size_t i = stored.size(); i-- > 0;) {
+        strides[i] = stride;
+        stride *= stored[i];
+    }
+    std::swap(strides[strides.size() - 1], strides[strides.size() - 2]);
+    return dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
+}
+
 void run_matmul(const MatMulEntry& entry, const Tensor& a, const Tensor& b, Tensor& y, const float* bias) {
     dnnl::stream stream(*cpu_engine());
     std::unordered_map<int, dnnl::memory> args{
@@ -61,7 +78,11 @@ public:
     }
 
     MatMulKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
-        : FastKernel(info, std::move(reference)), has_bias_(info.node.has_input(2)), attr_(base_attr()) {
+        : FastKernel(info, std::move(reference)),
+          has_bias_(info.node.has_input(2)),
+          trans_a_(info.node.get_attribute<int64_t>("transA", 0) == 1),  // FusedMatMul's; the
+          trans_b_(info.node.get_attribute<int64_t>("transB", 0) == 1),  // reference kernel checked them
+          attr_(base_attr()) {
         if (const Tensor* b = float_constant(info, 1)) b_.emplace(*b);
         dnnl::post_ops post_ops;
         append_activation(post_ops, info.node);
@@ -74,7 +95,7 @@ public:
         const Tensor& b = ctx.input(1);
         const Tensor* bias = has_bias_ ? &ctx.input(2) : nullptr;
         if (a.dtype() != DType::Float32 || b.dtype() != DType::Float32 || a.ndim() == 0 || b.ndim() == 0 ||
-            a.num_elements() == 0 || b.num_elements() == 0)
+            a.num_elements() == 0 || b.num_elements() == 0 || (trans_a_ && a.ndim() < 2) || (trans_b_ && b.ndim() < 2))
             return fallback(ctx);
         if (bias && (bias->dtype() != DType::Float32 || bias->ndim() != 1 || b.ndim() < 2 ||
                      bias->shape()[0] != b.shape().back()))
@@ -92,9 +113,12 @@ public:
 private:
     std::shared_ptr<const MatMulEntry> build(const std::vector<int64_t>& a_shape, const std::vector<int64_t>& b_shape) const {
         // numpy: a 1-D A is a row (1, K), a 1-D B a column (K, 1); both squeezed from the output.
+        // A transposed operand (rank >= 2) is described by its logical dims, op(A) and op(B).
         std::vector<int64_t> as = a_shape, bs = b_shape;
         if (as.size() == 1) as.insert(as.begin(), 1);
         if (bs.size() == 1) bs.push_back(1);
+        if (trans_a_) std::swap(as[as.size() - 1], as[as.size() - 2]);
+        if (trans_b_) std::swap(bs[bs.size() - 1], bs[bs.size() - 2]);
         const int64_t m = as[as.size() - 2], k = as.back(), n = bs.back();
         if (k != bs[bs.size() - 2]) return nullptr;
         const std::vector<int64_t> batch_a(as.begin(), as.end() - 2), batch_b(bs.begin(), bs.end() - 2);
@@ -110,8 +134,8 @@ private:
 
         const int64_t count = num_elements_of(batch);
         Dims a_dims, b_dims, y_dims;
-        if (num_elements_of(batch_b) == 1) {
-            // One B for every batch: A's matrices are contiguous, so it is one (count*M, K) matrix.
+        if (num_elements_of(batch_b) == 1 && !trans_a_) {
+            // One B for every batch: A's matrices are contiguous rows, so it is one (count*M, K) matrix.
             a_dims = {count * m, k};
             b_dims = {k, n};
             y_dims = {count * m, n};
@@ -132,10 +156,12 @@ private:
             bias_dims.back() = n;
             bias = plain_desc(bias_dims);
         }
-        return build_matmul(out_shape, plain_desc(a_dims), plain_desc(b_dims), plain_desc(y_dims), bias, b_, attr_);
+        return build_matmul(out_shape, operand_desc(a_dims, trans_a_), operand_desc(b_dims, trans_b_),
+                            plain_desc(y_dims), bias, b_, attr_);
     }
 
     bool has_bias_;                    // FusedMatMul's third input
+    bool trans_a_, trans_b_;           // FusedMatMul's: op(A), op(B) read through strides
     dnnl::primitive_attr attr_;        // FusedMatMul's activation as a post-op
     std::optional<PackedConstant> b_;  // when B is an initializer
     ShapeCache<MatMulEntry> cache_;
@@ -218,10 +244,7 @@ public:
 private:
     std::shared_ptr<const MatMulEntry> build(int64_t m, int64_t k, int64_t n, CMode mode) const {
         // A transposed operand is read in place through its strides.
-        const dnnl::memory::desc a = trans_a_ ? dnnl::memory::desc({m, k}, dnnl::memory::data_type::f32, Dims{1, m})
-                                              : plain_desc({m, k});
-        const dnnl::memory::desc b = trans_b_ ? dnnl::memory::desc({k, n}, dnnl::memory::data_type::f32, Dims{1, k})
-                                              : plain_desc({k, n});
+        const dnnl::memory::desc a = operand_desc({m, k}, trans_a_), b = operand_desc({k, n}, trans_b_);
         dnnl::post_ops post_ops;
         if (alpha_ != 1.0f) post_ops.append_eltwise(dnnl::algorithm::eltwise_linear, alpha_, 0.0f);
         if (mode == CMode::Sum) post_ops.append_sum(beta_);
