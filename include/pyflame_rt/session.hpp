@@ -51,6 +51,8 @@ public:
     ModelMetadata get_modelmeta() const;
     std::vector<std::string> get_providers() const;
     const SessionOptions& options() const;
+    // The optimized graph the session runs. Weights a kernel packed at creation are held in that
+    // packed form (Tensor::layout() set; Tensor::plain() gives the row-major values).
     std::shared_ptr<const Graph> graph() const;
     // How the model is quantized (mode None for a float model).
     quantization::QuantizationReport quantization_report() const;

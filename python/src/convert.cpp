@@ -216,6 +216,7 @@ Tensor tensor_from_py(py::handle obj, bool copy, std::vector<py::object>* keep_a
 }
 
 py::array tensor_to_numpy(const Tensor& tensor, bool copy) {
+    if (!tensor.is_plain()) return tensor_to_numpy(tensor.plain(), true);  // a backend layout: row-major copy
     py::dtype dt = numpy_dtype(tensor.dtype());
     std::vector<py::ssize_t> shape(tensor.shape().begin(), tensor.shape().end());
     if (tensor.dtype() == DType::String) {  // an object array of str, as onnx and onnxruntime give

@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "ops/shape_inference.hpp"
+#include "optimize/rewrite.hpp"
 
 namespace pyflame_rt {
 namespace {
@@ -36,7 +37,7 @@ private:
 }  // namespace
 
 ExecutionPlan::ExecutionPlan(const Graph& graph, const KernelProvider& provider, int num_threads, int64_t opset,
-                             std::shared_ptr<TensorArena> arena, bool parallel)
+                             std::shared_ptr<TensorArena> arena, bool parallel, const PrepackedHook& on_prepacked)
     : num_threads_(num_threads < 1 ? 1 : num_threads), arena_(std::move(arena)), parallel_(parallel) {
     auto slot = [&](const std::string& name) {
         auto [it, inserted] = slot_of_.emplace(name, static_cast<int>(num_slots_));
@@ -67,6 +68,7 @@ ExecutionPlan::ExecutionPlan(const Graph& graph, const KernelProvider& provider,
 
     std::unordered_set<std::string> input_names;
     for (const auto& in : graph.inputs()) input_names.insert(in.name);
+    const optimize::GraphUses uses(graph);
     // Slots a step must keep alive beyond its own inputs: what its subgraphs read from here.
     std::vector<std::vector<int>> scope_reads;
     for (const auto& node : graph.topological_sort()) {
@@ -85,6 +87,16 @@ ExecutionPlan::ExecutionPlan(const Graph& graph, const KernelProvider& provider,
             return runner;
         };
         Step step{node.get(), provider.create_kernel(info), {}, {}, {}, false, {}, {}};
+        // An initializer whose only reader keeps a prepacked copy: handed over at once, so the
+        // row-major copy can go before the next kernel packs its own.
+        for (size_t k = 0; k < node->inputs().size(); ++k) {
+            const std::string& name = node->inputs()[k];
+            if (!uses.is_constant(name) || uses.uses(name) != 1 || !uses.is_internal(name)) continue;
+            if (const Tensor* packed = step.kernel->prepacked_input(k)) {
+                prepacked_.emplace_back(name, packed);
+                if (on_prepacked) on_prepacked(name, *packed);
+            }
+        }
         for (const auto& in : node->inputs()) {
             note_outer(in);
             step.inputs.push_back(in.empty() ? -1 : slot(in));
@@ -107,6 +119,7 @@ ExecutionPlan::ExecutionPlan(const Graph& graph, const KernelProvider& provider,
         output_slots_.push_back(slot(out.name));
         output_names_.push_back(out.name);
     }
+
 
     // Release each intermediate after its last reader, unless it is a graph output, an input,
     // a constant (shared with the graph; costs nothing to keep) or from an enclosing scope.

@@ -2,6 +2,7 @@
 // ExecutionPlan: everything decided once per graph — node order, kernels (attributes parsed),
 // value slots, when each intermediate can be released, which values pass between kernels in a
 // backend layout, and the memory plan (buffers reserved in the arena). run() only executes.
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,8 +22,14 @@ public:
     // reserved in it now (subgraphs pass none: they allocate from their caller's arena).
     // `parallel`: independent nodes run at once on up to num_threads threads (inter-op), each
     // kernel with its share of the threads; results equal the sequential order's.
+    // `on_prepacked(name, packed)`: called as each initializer whose only reader keeps a
+    // prepacked copy (OpKernel::prepacked_input) is found, while the plan is made: the owner of
+    // the graph may then hold `packed` in place of the original (same shape, a backend layout),
+    // freeing the original's storage. The plan reads constants through the graph.
+    using PrepackedHook = std::function<void(const std::string& name, const Tensor& packed)>;
     ExecutionPlan(const Graph& graph, const KernelProvider& provider, int num_threads, int64_t opset,
-                  std::shared_ptr<TensorArena> arena = nullptr, bool parallel = false);
+                  std::shared_ptr<TensorArena> arena = nullptr, bool parallel = false,
+                  const PrepackedHook& on_prepacked = nullptr);
 
     // `inputs[i]` feeds graph.inputs()[i]; a none value uses the input's initializer default.
     // Names the graph reads from enclosing graphs resolve through `outer` (subgraphs).
@@ -35,6 +42,8 @@ public:
     size_t planned_bytes() const { return planned_bytes_; }
     // How many values pass between kernels in a backend layout (no reorder between them).
     size_t num_layout_values() const { return num_layout_values_; }
+    // The initializers handed to `on_prepacked`, with their packed copies.
+    const std::vector<std::pair<std::string, const Tensor*>>& prepacked_constants() const { return prepacked_; }
     // Names this graph (or its subgraphs) reads from enclosing scopes.
     const std::vector<std::string>& outer_names() const { return outer_names_; }
 
@@ -100,6 +109,7 @@ private:
     mutable std::mutex signatures_mutex_;
     mutable std::vector<std::shared_ptr<const SignaturePlan>> signature_plans_;
     size_t num_layout_values_ = 0;
+    std::vector<std::pair<std::string, const Tensor*>> prepacked_;
 };
 
 }  // namespace pyflame_rt

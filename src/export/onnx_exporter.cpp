@@ -28,6 +28,7 @@ int bits_of_packed(DType d) {
 }
 
 void write_tensor(const std::string& name, const Tensor& t, onnx::TensorProto* out) {
+    if (!t.is_plain()) return write_tensor(name, t.plain(), out);  // e.g. weights a session packed
     out->set_name(name);
     out->set_data_type(dtype_to_onnx(t.dtype()));
     for (int64_t d : t.shape()) out->add_dims(d);

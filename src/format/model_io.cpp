@@ -57,6 +57,7 @@ void write_value_info(const TensorInfo& info, pfm::ValueInfo* out) {
 }
 
 void write_tensor(const std::string& name, const Tensor& t, pfm::TensorData* out, ExternalSink& sink) {
+    if (!t.is_plain()) return write_tensor(name, t.plain(), out, sink);  // e.g. weights a session packed
     out->set_name(name);
     out->set_dtype(static_cast<int>(t.dtype()));
     for (int64_t d : t.shape()) out->add_dims(d);

@@ -82,6 +82,12 @@ public:
     // takes it. The executor decides this once, at plan time; other readers get row-major data.
     virtual bool reads_layout(size_t input) const { return false; }
     virtual bool writes_layout(size_t output) const { return false; }
+
+    // Input `input`, an initializer, as this kernel prepared it at creation (weights packed into
+    // its primitive's layout): a tensor of the same shape and dtype in a backend layout, which
+    // compute() takes as well as the original (reads_layout(input) holds). The executor may then
+    // keep only this copy. nullptr: the kernel prepared none.
+    virtual const Tensor* prepacked_input(size_t input) const { return nullptr; }
 };
 
 class SubgraphRunner;

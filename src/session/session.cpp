@@ -64,6 +64,7 @@ void InferenceSession::Impl::build(std::shared_ptr<Graph> g, std::vector<std::st
 
     // The session owns a copy it may annotate (inferred shapes); tensors are shared, not copied.
     graph = std::make_shared<Graph>(*g);
+    g.reset();  // the copy shares its tensors: the caller's references are the only others
     quant_report = quantization::quantization_report_of(*graph);  // before fusions rename the quantized ops
     for (const auto& w : ops::infer_shapes(*graph)) log_message(log_level, LogLevel::Info, w);
     for (const auto& r : optimize::PassManager().run_level(*graph, options.optimization_level))
@@ -81,8 +82,12 @@ void InferenceSession::Impl::build(std::shared_ptr<Graph> g, std::vector<std::st
                               " bytes, over memory_limit " + std::to_string(options.memory_limit));
     // The memory plan reserves its buffers now; over the limit, nothing is reserved for long:
     // the arena (and the plan) die with this exception.
-    plan = std::make_unique<ExecutionPlan>(*graph, *backend, backend->num_threads(), graph->opset_version(""), arena,
-                                           options.execution_mode == "parallel");
+    // Weights the kernels pack at creation are kept in that form only: the plan reads them through
+    // the graph, and each row-major copy is freed as soon as it is packed (unless the caller's
+    // graph shares it), so the weights are never in memory twice.
+    plan = std::make_unique<ExecutionPlan>(
+        *graph, *backend, backend->num_threads(), graph->opset_version(""), arena, options.execution_mode == "parallel",
+        [this](const std::string& name, const Tensor& packed) { graph->add_initializer(name, packed); });
     const int64_t planned = static_cast<int64_t>(plan->planned_bytes());
     if (options.memory_limit > 0 && weights_bytes + planned > options.memory_limit)
         throw ValidationError("the memory plan needs " + std::to_string(weights_bytes + planned) + " bytes (weights " +

@@ -245,3 +245,65 @@ def test_transpose_reads_a_convolution_layout(tmp_path):
     x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
     s = session(path)
     np.testing.assert_allclose(s.run(None, {"x": x})[0], ort_run(path, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def matmul_model(k, n, trans_b=False, shared=False, batch="M") -> onnx.ModelProto:
+    """x[M, K] through MatMul, Gemm (transB as asked) and, when `shared`, a second MatMul
+    reading the same weight."""
+    rng = np.random.default_rng(21)
+    w = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32) * 0.1
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), "c")]
+    if trans_b:
+        nodes = [helper.make_node("Gemm", ["x", "w", "c"], ["y"], transB=1)]
+    else:
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "c"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    if shared:
+        nodes.append(helper.make_node("MatMul", ["x", "w"], ["z"]) if not trans_b else
+                     helper.make_node("Gemm", ["x", "w"], ["z"], transB=1))
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "matmul", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, k])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), w
+
+
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("shared", [False, True])
+def test_prepacked_weights_give_the_same_results(tmp_path, trans_b, shared):
+    """Weights packed at session creation (and the row-major copy dropped) serve every M, the
+    reference fallback (an empty batch), and read back as the original values."""
+    model, w = matmul_model(96, 80, trans_b, shared)
+    path = save(model, tmp_path, "mm.onnx")
+    s = session(path)
+    rng = np.random.default_rng(22)
+    for m in (1, 7, 64, 0, 3):
+        x = rng.standard_normal((m, 96)).astype(np.float32)
+        got, want = s.run(None, {"x": x}), ort_run(path, {"x": x})
+        for g, r in zip(got, want):
+            assert g.shape == r.shape
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    # The session's graph gives the weights back as they were.
+    np.testing.assert_array_equal(s.graph.initializers["w"], w)
+    exported = tmp_path / "back.onnx"
+    rt.export_onnx(s.graph, str(exported))
+    saved = {t.name: numpy_helper.to_array(t) for t in onnx.load(exported).graph.initializer}
+    np.testing.assert_array_equal(saved["w"], w)
+
+
+def test_prepacked_weights_are_in_memory_once(tmp_path):
+    """A model loaded from a file holds its MatMul weights once: packed for the kernel, with the
+    row-major copy freed (peak RSS of a fresh process, not a timing)."""
+    import subprocess
+    import sys
+    model, w = matmul_model(4096, 4096)
+    path = save(model, tmp_path, "big.onnx")
+    script = f"""
+import resource, numpy as np, pyflame_rt as rt
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+s = rt.InferenceSession({path!r})
+s.run(None, {{"x": np.ones((4, 4096), np.float32)}})
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+"""
+    grown = int(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout)
+    weight_bytes = w.nbytes  # 64 MiB
+    assert grown < 1.4 * weight_bytes, f"peak RSS grew {grown / 2**20:.0f} MiB for {weight_bytes / 2**20:.0f} MiB of weights"

@@ -266,10 +266,35 @@ dnnl::memory PackedConstant::get(const dnnl::memory::desc& plain, const dnnl::me
         if (md == packed) return memory;
     dnnl::memory out(packed, *cpu_engine());  // owned by oneDNN, kept for the kernel's life
     dnnl::stream stream(*cpu_engine());
-    make_reorder(plain, packed).execute(stream, {{DNNL_ARG_FROM, memory_over(plain, value_.data())}, {DNNL_ARG_TO, out}});
+    // A prepacked value is unpacked to row-major for the reorder (rare: another shape asked for
+    // another layout), then dropped.
+    const Tensor source = value_.is_plain() ? value_ : value_.plain();
+    make_reorder(plain, packed).execute(stream, {{DNNL_ARG_FROM, memory_over(plain, source.data())}, {DNNL_ARG_TO, out}});
     stream.wait();
     packed_.emplace_back(packed, out);
     return out;
+}
+
+bool PackedConstant::prepack(const dnnl::memory::desc& plain, const dnnl::memory::desc& packed) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (prepacked_ || !value_.is_plain() || value_.dtype() != DType::Float32) return false;
+    const Dims dims = packed.get_dims();
+    const std::vector<int64_t>& shape = value_.shape();
+    dnnl::memory::desc stored;  // the packed layout over the value's own dims
+    if (Dims(shape.begin(), shape.end()) == dims) stored = packed;
+    else if (shape.size() == 2 && dims.size() == 2 && shape[0] == dims[1] && shape[1] == dims[0])
+        stored = packed.permute_axes({1, 0});
+    else
+        return false;
+    Tensor copy(shape, DType::Float32, std::make_shared<OneDnnLayout>(stored));
+    dnnl::stream stream(*cpu_engine());
+    make_reorder(plain, packed)
+        .execute(stream, {{DNNL_ARG_FROM, memory_over(plain, value_.data())}, {DNNL_ARG_TO, memory_over(packed, copy.data())}});
+    stream.wait();
+    value_ = std::move(copy);
+    prepacked_ = true;
+    packed_.emplace_back(packed, memory_over(packed, value_.data()));
+    return true;
 }
 
 }  // namespace onednn

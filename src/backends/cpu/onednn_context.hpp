@@ -175,8 +175,16 @@ public:
     // The value, read through `plain` (dims and strides over its data), in layout `packed`.
     dnnl::memory get(const dnnl::memory::desc& plain, const dnnl::memory::desc& packed) const;
 
+    // Packs the value now into `packed` (the layout a primitive will ask for) and keeps only
+    // that copy, as a tensor of the value's shape in a backend layout (prepacked()): the
+    // initializer's own storage can then be freed. `plain` must describe the value as it lies,
+    // in `packed`'s dims: row-major, or a 2-D value read transposed. False when it does not.
+    bool prepack(const dnnl::memory::desc& plain, const dnnl::memory::desc& packed);
+    const Tensor* prepacked() const { return prepacked_ ? &value_ : nullptr; }
+
 private:
-    Tensor value_;  // shares the initializer's storage
+    Tensor value_;  // shares the initializer's storage, or is the prepacked copy
+    bool prepacked_ = false;
     mutable std::mutex mutex_;
     mutable std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> packed_;
 };

@@ -73,12 +73,12 @@ bool parse_model_file(const std::string& path, onnx::ModelProto& model) {
 }
 
 // Reads one model file's tensors; keeps external data files mapped while tensors use them.
-// With `owner` (the parsed model), tensors stored as raw bytes are not copied: they point into
-// the model's own bytes and keep it alive, so a model's weights are in memory once.
+// When the parsed model is the importer's own (`take_raw_bytes`), tensors stored as raw bytes are
+// not copied: each takes its bytes out of the model, so a model's weights are in memory once.
 class TensorReader {
 public:
-    explicit TensorReader(std::string model_dir, std::shared_ptr<const void> owner = nullptr)
-        : model_dir_(std::move(model_dir)), owner_(std::move(owner)) {}
+    explicit TensorReader(std::string model_dir, bool take_raw_bytes = false)
+        : model_dir_(std::move(model_dir)), take_raw_bytes_(take_raw_bytes) {}
 
     Tensor read(const onnx::TensorProto& p) {
         const std::string what = "tensor '" + p.name() + "'";
@@ -96,12 +96,17 @@ public:
 
         if (p.data_location() == onnx::TensorProto::EXTERNAL) return read_external(p, dims, dtype, bytes);
         const bool packed_bits = is_packed_4bit(dtype) || is_packed_2bit(dtype);
-        if (owner_ && p.has_raw_data() && !packed_bits && dtype != DType::String && bytes != 0) {
+        if (take_raw_bytes_ && p.has_raw_data() && !packed_bits && dtype != DType::String && bytes != 0) {
             if (p.raw_data().size() != bytes)
                 throw InvalidModelError(what + " has " + std::to_string(p.raw_data().size()) + " bytes; its shape needs " +
                                         std::to_string(bytes));
-            void* data = const_cast<char*>(p.raw_data().data());  // tensors are never written through
-            return Tensor(std::shared_ptr<void>(owner_, data), data, dims, dtype);
+            // The bytes move out of the parsed model into a buffer of this tensor's own (a string
+            // swap: no copy), so each weight is freed on its own, e.g. once a kernel keeps only a
+            // packed copy. The model is ours: parsed here, read once.
+            auto bytes_of_tensor = std::make_shared<std::string>();
+            bytes_of_tensor->swap(*const_cast<onnx::TensorProto&>(p).mutable_raw_data());
+            void* data = bytes_of_tensor->data();
+            return Tensor(std::shared_ptr<void>(bytes_of_tensor, data), data, dims, dtype);
         }
 
         Tensor t(dims, dtype);
@@ -228,7 +233,7 @@ private:
         size_t size = 0;
     };
     std::string model_dir_;
-    std::shared_ptr<const void> owner_;
+    bool take_raw_bytes_ = false;
     std::unordered_map<std::string, MappedFile> files_;
 };
 
@@ -346,15 +351,14 @@ ImportResult ONNXImporter::import_model(const std::string& path, const ImportOpt
     ImportResult result;
     require_file_exists(path);  // FileNotFoundError propagates: a missing file is not a failed import
     try {
-        // Parsed straight from the file (no second copy of its bytes); weights stay in the
-        // parsed model, which the graph's tensors keep alive.
-        auto parsed = std::make_shared<onnx::ModelProto>();
-        if (!parse_model_file(path, *parsed))
+        // Parsed straight from the file (no second copy of its bytes); the weights' bytes then
+        // move from the parsed model into the graph's tensors.
+        onnx::ModelProto model;
+        if (!parse_model_file(path, model))
             throw InvalidModelError("'" + path + "' is not a valid ONNX model (protobuf parse failed)");
-        const onnx::ModelProto& model = *parsed;
         if (!model.has_graph()) throw InvalidModelError("'" + path + "' has no graph");
 
-        TensorReader reader(dir_of(path), parsed);
+        TensorReader reader(dir_of(path), /*take_raw_bytes=*/true);
         auto graph = graph_from_onnx(model.graph(), reader, result.stats);
         for (const auto& o : model.opset_import()) {
             const std::string domain = o.domain() == "ai.onnx" ? "" : o.domain();
