@@ -76,7 +76,9 @@ std::optional<std::string> unscaled(const Graph& graph, const GraphUses& uses, c
         const std::string& x = n->inputs()[1 - c];
         if (!uses.is_constant(constant) || constant == x) continue;
         const Tensor& t = graph.get_initializer(constant);
-        if (t.dtype() != DType::Float32 || t.num_elements() != 1 || t.ndim() > float_rank(graph, x)) continue;
+        // x feeds a MatMul (rank >= 1): a constant of rank <= 1 cannot raise its rank.
+        if (t.dtype() != DType::Float32 || t.num_elements() != 1 || (t.ndim() > 1 && t.ndim() > float_rank(graph, x)))
+            continue;
         const double v = t.data_ptr<float>()[0];
         m.scale = div ? m.scale / v : m.scale * v;
         m.removed.insert(n);
@@ -115,12 +117,14 @@ protected:
                      PassResult& r) const override {
         if (!is_op(softmax.get(), "Softmax") || softmax->inputs().size() != 1 || softmax->outputs().size() != 1) return false;
         const std::string& probs = softmax->outputs()[0];
-        const size_t rank = float_rank(graph, softmax->inputs()[0]);
-        if (rank < 2) return false;
-        // Before opset 13, Softmax flattens at `axis` (default 1): the last axis alone only when axis = rank - 1.
-        int64_t axis = softmax->get_attribute<int64_t>("axis", graph.opset_version("") >= 13 ? -1 : 1);
-        if (axis < 0) axis += static_cast<int64_t>(rank);
-        if (axis != static_cast<int64_t>(rank) - 1) return false;
+        // Before opset 13, Softmax flattens at `axis` (default 1): the last axis alone only when
+        // axis = rank - 1. From 13 it runs along `axis`: -1 is the last whatever the rank.
+        const bool legacy = graph.opset_version("") < 13;
+        const int64_t axis = softmax->get_attribute<int64_t>("axis", legacy ? 1 : -1);
+        if (legacy || axis != -1) {
+            const auto rank = static_cast<int64_t>(float_rank(graph, softmax->inputs()[0]));
+            if (rank < 2 || (axis < 0 ? axis + rank : axis) != rank - 1) return false;
+        }
 
         const Node* out_mm = sole_consumer(graph, uses, probs);
         if (!is_op(out_mm, "MatMul") || out_mm->inputs().size() != 2 || out_mm->inputs()[0] != probs ||
