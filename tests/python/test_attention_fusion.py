@@ -236,3 +236,19 @@ def test_torch_transformer_encoder_matches_torch(tmp_path):
     assert ops.count("FusedAttention") == 2 and "Softmax" not in ops, ops
     for model_path in (folded, path):
         np.testing.assert_allclose(run_level(model_path, {"x": x.numpy()}, 2)[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_graph_round_trips_through_the_compile_cache(tmp_path):
+    spec = VARIANTS["div_product_mask_4d"]
+    path = attention_model(tmp_path / "a.onnx", **spec)
+    opts = rt.CompileOptions()
+    opts.cache_dir = str(tmp_path / "cache")
+    rt.compile_model(str(path), opts)
+    (cached,) = (tmp_path / "cache").glob("*.pfm")
+    graph = rt.compile_model(str(path), opts)  # read back from the cache
+    (node,) = graph.nodes
+    assert node.op_type == "FusedAttention" and node.get_attribute("scale") == pytest.approx(D ** -0.5)
+    feeds = feeds_for(path)
+    for model in (graph, str(cached)):
+        np.testing.assert_allclose(rt.InferenceSession(model).run(None, feeds)[0], numpy_attention(feeds, spec),
+                                   rtol=1e-4, atol=1e-5)
