@@ -209,20 +209,35 @@ def test_fused_node_has_its_own_shape_inference(tmp_path):
                                softmax(0.5 * feeds["q"] @ np.swapaxes(feeds["k"], -1, -2)) @ feeds["v"], rtol=1e-4, atol=1e-5)
 
 
-def test_torch_transformer_encoder_matches_torch(tmp_path):
+@pytest.mark.parametrize("key_padding_mask", [False, True])
+def test_torch_transformer_encoder_matches_torch(tmp_path, key_padding_mask):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, activation="gelu", batch_first=True)
-    model = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, x, padding=None):
+            return self.encoder(x, src_key_padding_mask=padding)
+
+    model = Encoder().eval()
     x = torch.randn(2, 10, 32)
+    padding = torch.zeros(2, 10, dtype=torch.bool)
+    padding[0, 7:] = True  # the first sequence is 7 long: its last keys are masked out
+    args = (x, padding) if key_padding_mask else (x,)
+    names = ["x", "padding"][:len(args)]
     path = tmp_path / "encoder.onnx"
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # its fused kernel has no ONNX export
     try:
         with torch.no_grad():
-            torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
+            torch.onnx.export(model, args, str(path), dynamo=False, opset_version=17, input_names=names,
                               output_names=["y"])
-            expected = model(x).numpy()
+            expected = model(*args).numpy()
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     # The exporter derives the scale from Shape ops; with the batch static, onnxruntime's basic
@@ -234,8 +249,9 @@ def test_torch_transformer_encoder_matches_torch(tmp_path):
     ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     ops, _ = optimized_ops(folded)
     assert ops.count("FusedAttention") == 2 and "Softmax" not in ops, ops
+    feeds = {name: a.numpy() for name, a in zip(names, args)}
     for model_path in (folded, path):
-        np.testing.assert_allclose(run_level(model_path, {"x": x.numpy()}, 2)[0], expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(run_level(model_path, feeds, 2)[0], expected, rtol=1e-4, atol=1e-5)
 
 
 def test_fused_graph_round_trips_through_the_compile_cache(tmp_path):
