@@ -268,3 +268,16 @@ def test_fused_graph_round_trips_through_the_compile_cache(tmp_path):
     for model in (graph, str(cached)):
         np.testing.assert_allclose(rt.InferenceSession(model).run(None, feeds)[0], numpy_attention(feeds, spec),
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_steady_state_runs_take_no_new_memory_from_the_heap(tmp_path):
+    """The fused kernel's scores temporary comes from the session's arena."""
+    path = attention_model(tmp_path / "a.onnx", **VARIANTS["torch_style_4d"])
+    session = rt.InferenceSession(str(path))
+    feeds = feeds_for(path)
+    for _ in range(2):
+        session.run(None, feeds)
+    before = session.memory_stats()["heap_allocations"]
+    for _ in range(5):
+        session.run(None, feeds)
+    assert session.memory_stats()["heap_allocations"] == before
