@@ -22,12 +22,6 @@ struct AttentionEntry {
     std::optional<Step> add_mask;  // ... or, for broadcasts the post-op lacks, a binary add in place
 };
 
-Dims row_major_strides(const Dims& dims) {
-    Dims strides(dims.size(), 1);
-    for (size_t i = dims.size(); i-- > 1;) strides[i - 1] = strides[i] * dims[i];
-    return strides;
-}
-
 // `batch` with leading 1s up to `rank` dims, then the two matrix dims.
 Dims matrix_dims(const std::vector<int64_t>& batch, size_t rank, int64_t rows, int64_t cols) {
     Dims dims(rank - 2 - batch.size(), 1);
@@ -106,8 +100,7 @@ private:
             e->k = plain_desc(matrix_dims(s.k_batch, rank, s.d, s.sk));
         } else {
             // K [..., Sk, D] read as [..., D, Sk]: its last two strides swapped, no copy.
-            const Dims as_stored = matrix_dims(s.k_batch, rank, s.sk, s.d);
-            Dims strides = row_major_strides(as_stored);
+            Dims strides = plain_desc(matrix_dims(s.k_batch, rank, s.sk, s.d)).get_strides();
             std::swap(strides[rank - 2], strides[rank - 1]);
             e->k = dnnl::memory::desc(matrix_dims(s.k_batch, rank, s.d, s.sk), dnnl::memory::data_type::f32, strides);
         }
