@@ -7,6 +7,9 @@
            3072, seq 128), exported with a static batch; onnxruntime's basic level folds its
            Shape-derived scales to constants first.
 
+  model:   any ONNX file (--model PATH, e.g. build/bench-models/bert_base-opset17-v1.onnx once
+           shape-value folding makes its scales constant), float32 inputs, dynamic dims = batch.
+
 Reports the median and the best round per variant, wall clock (--threads, default all cores)
 or process CPU time (--clock cpu, steadier on a busy machine with --threads 1).
   PYTHONPATH=build/h/python python bench/attention_fusion_bench.py [--what block encoder] [--batches 1 8]
@@ -65,6 +68,13 @@ def encoder_model(path, batch, layers):
     return folded, {"x": x.numpy()}
 
 
+def model_feeds(path, batch):
+    rng = np.random.default_rng(0)
+    graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
+    return {i.name: rng.standard_normal([batch if d is None else d for d in i.shape]).astype(np.float32)
+            for i in graph.inputs}
+
+
 def optimized(path, with_attention):
     """The graph after every level-2 pass (fuse_attention only when asked), until nothing changes."""
     pm = rt.PassManager()
@@ -103,7 +113,8 @@ def measure(label, path, feeds, args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--what", nargs="+", choices=["block", "encoder"], default=["block", "encoder"])
+    p.add_argument("--what", nargs="+", choices=["block", "encoder", "model"], default=["block", "encoder"])
+    p.add_argument("--model", type=Path, help="the ONNX file --what model measures")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--layers", type=int, default=2, help="encoder layers")
     p.add_argument("--rounds", type=int, default=9)
@@ -121,6 +132,8 @@ def main():
         if "encoder" in args.what:
             path, feeds = encoder_model(tmp / f"encoder{batch}.onnx", batch, args.layers)
             measure(f"{args.layers}-layer encoder, batch {batch} ({clock})", path, feeds, args)
+        if "model" in args.what:
+            measure(f"{args.model.name}, batch {batch} ({clock})", args.model, model_feeds(args.model, batch), args)
 
 
 if __name__ == "__main__":
