@@ -281,3 +281,16 @@ def test_steady_state_runs_take_no_new_memory_from_the_heap(tmp_path):
     for _ in range(5):
         session.run(None, feeds)
     assert session.memory_stats()["heap_allocations"] == before
+
+
+def test_fused_node_built_by_hand_is_validated_at_session_creation():
+    assert rt.PassManager().pass_level("fuse_attention") == 2
+    g = rt.Graph("attention")
+    g.add_input("q", [2, 5, 4], rt.DType.Float32)
+    g.add_input("k", [2, 7, 3], rt.DType.Float32)  # head size 3, Q's is 4
+    g.add_input("v", [2, 7, 4], rt.DType.Float32)
+    g.add_node("attn", "FusedAttention", inputs=["q", "k", "v"], outputs=["y"], attributes={"scale": 0.5},
+               domain="com.pyflame")
+    g.add_output("y", None, rt.DType.Float32)
+    with pytest.raises(rt.ValidationError, match="'attn'.*head sizes"):
+        rt.InferenceSession(g)
