@@ -26,7 +26,7 @@ float AttentionAttributes::scale_for(int64_t head_size) const {
 
 std::vector<int64_t> AttentionShapes::out_shape() const {
     std::vector<int64_t> out = batch;
-    out.push_back(sq);
+    out.push_back(rows);
     out.push_back(dv);
     return out;
 }
@@ -57,10 +57,11 @@ AttentionShapes attention_shapes(const std::vector<int64_t>& q, const std::vecto
         while (m.size() < 2) m.insert(m.begin(), 1);
         s.mask_rows = m[m.size() - 2];
         s.mask_cols = m.back();
-        if ((s.mask_rows != 1 && s.mask_rows != s.sq) || (s.mask_cols != 1 && s.mask_cols != s.sk))
-            fail_node(node, "the mask does not broadcast to the scores [Sq, Sk]: " + describe());
+        if ((s.mask_rows != 1 && s.mask_rows != s.sq && s.sq != 1) || (s.mask_cols != 1 && s.mask_cols != s.sk))
+            fail_node(node, "the mask does not broadcast with the scores [Sq, Sk]: " + describe());
         s.mask_batch.assign(m.begin(), m.end() - 2);
     }
+    s.rows = s.sq == 1 ? s.mask_rows : s.sq;
     try {
         s.batch = broadcast_shapes(broadcast_shapes(s.q_batch, s.k_batch), broadcast_shapes(s.v_batch, s.mask_batch));
     } catch (const ValidationError&) {
@@ -101,21 +102,23 @@ public:
         const float* vd = v.data_ptr<float>();
         const float* md = mask ? mask->data_ptr<float>() : nullptr;
         float* yd = y.data_ptr<float>();
-        const double flops = 2.0 * static_cast<double>(count) * s.sq * s.sk * (s.d + s.dv);
+        const double flops = 2.0 * static_cast<double>(count) * s.rows * s.sk * (s.d + s.dv);
         const int threads = threads_for_work(flops, ctx.num_threads);
         // Whole matrices per thread when there are enough of them, else threads inside each GEMM.
         const int gemm_threads = count >= threads ? 1 : threads;
         parallel_for(count, count >= threads ? threads : 1, [&](int64_t begin, int64_t end) {
-            std::vector<float> scores(static_cast<size_t>(s.sq * s.sk));
+            std::vector<float> scores(static_cast<size_t>(s.rows * s.sk));
             for (int64_t t = begin; t < end; ++t) {
                 gemm(false, !attrs_.k_transposed, s.sq, s.sk, s.d, scale, qd + q_off[t] * s.sq * s.d,
                      kd + k_off[t] * s.sk * s.d, 0.0f, scores.data(), gemm_threads);
+                for (int64_t i = s.sq; i < s.rows; ++i)  // Q's one row, broadcast to the mask's rows
+                    std::copy(scores.begin(), scores.begin() + s.sk, scores.begin() + i * s.sk);
                 const float* m = md ? md + m_off[t] * s.mask_rows * s.mask_cols : nullptr;
-                for (int64_t i = 0; i < s.sq; ++i)
+                for (int64_t i = 0; i < s.rows; ++i)
                     softmax_row(scores.data() + i * s.sk, s.sk, m ? m + (s.mask_rows == 1 ? 0 : i) * s.mask_cols : nullptr,
                                 s.mask_cols);
-                gemm(false, false, s.sq, s.dv, s.sk, 1.0f, scores.data(), vd + v_off[t] * s.sk * s.dv, 0.0f,
-                     yd + t * s.sq * s.dv, gemm_threads);
+                gemm(false, false, s.rows, s.dv, s.sk, 1.0f, scores.data(), vd + v_off[t] * s.sk * s.dv, 0.0f,
+                     yd + t * s.rows * s.dv, gemm_threads);
             }
         });
         ctx.outputs[0] = std::move(y);
@@ -161,13 +164,15 @@ void infer_attention(InferenceContext& ctx) {
          "the sequence lengths of K and V");
     auto batch_of = [](const Shape& s) { return Shape(s.begin(), s.end() - std::min<size_t>(2, s.size())); };
     Shape out;
+    std::optional<int64_t> rows = q.shape[q.shape.size() - 2];
     try {
         out = broadcast_shapes(broadcast_shapes(batch_of(q.shape), batch_of(k.shape)), batch_of(v.shape));
         if (mask) out = broadcast_shapes(out, batch_of(mask->shape));
+        if (mask && mask->shape.size() >= 2) rows = broadcast_shapes(Shape{rows}, Shape{mask->shape[mask->shape.size() - 2]})[0];
     } catch (const ValidationError&) {
-        fail_node(node, "batch dimensions cannot be broadcast");
+        fail_node(node, "batch dimensions or the mask's rows cannot be broadcast");
     }
-    out.push_back(q.shape[q.shape.size() - 2]);
+    out.push_back(rows);
     out.push_back(v.shape.back());
     ctx.set_output(0, q.dtype, std::move(out));
 }

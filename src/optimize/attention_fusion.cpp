@@ -101,12 +101,6 @@ bool swaps_last_two(const std::vector<int64_t>& perm, size_t rank) {
     return perm[rank - 2] == static_cast<int64_t>(rank) - 1 && perm[rank - 1] == static_cast<int64_t>(rank) - 2;
 }
 
-// Dim `i` from the end of a value's shape, when known.
-std::optional<int64_t> dim_from_end(const TensorInfo& info, size_t i) {
-    if (!info.rank_known || info.shape.size() < i) return std::nullopt;
-    return info.shape[info.shape.size() - i];
-}
-
 class FuseAttention : public NodeRewritePass {
 public:
     std::string name() const override { return "fuse_attention"; }
@@ -167,7 +161,7 @@ protected:
         }
         if (!std::isfinite(m.scale)) return false;
         if (float_rank(graph, q) < 2 || float_rank(graph, k) < 2 || float_rank(graph, v) < 2) return false;
-        if (!mask.empty() && !mask_fits(graph, mask, product)) return false;
+        if (!mask.empty() && !mask_fits(graph, mask)) return false;
 
         auto fused = std::make_shared<Node>("FusedAttention", unique_name(graph, out_mm->name() + "_attention"),
                                             std::vector<std::string>{q, k, v}, out_mm->outputs());
@@ -187,19 +181,12 @@ protected:
     }
 
 private:
-    // A float32 mask whose last two dims are 1 or the scores' own: adding it leaves the scores'
-    // [Sq, Sk] as they are (FusedAttention broadcasts the mask, never the scores, there).
-    static bool mask_fits(const Graph& graph, const std::string& mask, const std::string& product) {
-        const auto mi = info_of(graph, mask);
-        const auto pi = info_of(graph, product);
-        if (!mi || !pi || mi->kind != ValueKind::Tensor || mi->dtype != DType::Float32 || !mi->rank_known) return false;
-        for (size_t i = 1; i <= 2; ++i) {
-            const auto md = dim_from_end(*mi, i);
-            if (mi->shape.size() < i || (md && *md == 1)) continue;
-            const auto pd = dim_from_end(*pi, i);
-            if (!md || !pd || *md != *pd) return false;
-        }
-        return true;
+    // A float32 tensor: FusedAttention broadcasts it with the scores as Add would (a mask whose
+    // last dim is neither 1 nor Sk would fail the unfused graph's second MatMul, as it fails
+    // FusedAttention).
+    static bool mask_fits(const Graph& graph, const std::string& mask) {
+        const auto info = info_of(graph, mask);
+        return info && info->kind == ValueKind::Tensor && info->dtype == DType::Float32;
     }
 };
 

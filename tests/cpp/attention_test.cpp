@@ -142,6 +142,7 @@ TEST(FusedAttention, ReferenceAndOneDnnKernelsMatchTheDefinition) {
         {{2, 3, 5, 4}, {1, 3, 7, 4}, {1, 1, 7, 2}, {}, false, 0.5, {2, 3, 5, 2}},              // K and V broadcast
         {{1, 3, 5, 4}, {1, 3, 7, 4}, {1, 3, 7, 2}, {2, 1, 5, 7}, false, 0.5, {2, 3, 5, 2}},    // the mask adds a batch
         {{5, 4}, {7, 4}, {7, 3}, {7}, false, 0.5, {5, 3}},                                     // 2-D
+        {{2, 3, 1, 4}, {2, 3, 7, 4}, {2, 3, 7, 2}, {2, 1, 5, 7}, false, 0.5, {2, 3, 5, 2}},    // Q's one row, 5 mask rows
     };
     const bool engine = onednn_available();
     uint32_t seed = 1;

@@ -102,6 +102,9 @@ VARIANTS = {
                                         k_transposed=True, product_scale=("Mul", 0.3)),
     "div_q_mask_first_causal": dict(q_shape=[B, H, S, D], k_shape=[B, H, S, D], v_shape=[B, H, S, D],
                                     q_scale=("Div", 2.0), mask_shape=[S, S], mask_first=True),
+    # one query row; the mask's rows broadcast it (as Add does in the unfused graph)
+    "row_broadcast_mask": dict(q_shape=[B, H, 1, D], k_shape=[B, H, T, D], v_shape=[B, H, T, D],
+                               product_scale=("Mul", 0.5), mask_shape=[B, 1, S, T]),
     "scaled_after_transpose_3d_opset11": dict(q_shape=[6, S, D], k_shape=[6, T, D], v_shape=[6, T, D],
                                               k_scale=("Mul", 0.5), axis=2, opset=11),
 }
@@ -294,3 +297,35 @@ def test_fused_node_built_by_hand_is_validated_at_session_creation():
     g.add_output("y", None, rt.DType.Float32)
     with pytest.raises(rt.ValidationError, match="'attn'.*head sizes"):
         rt.InferenceSession(g)
+
+
+def test_concurrent_runs_with_different_shapes_get_their_own_answers(tmp_path):
+    """One session, four threads, sequence lengths that differ per run (one primitive set each)."""
+    import threading
+
+    spec = dict(q_shape=[B, H, "s", D], k_shape=[B, H, "t", D], v_shape=[B, H, "t", D],
+                product_scale=("Div", 2.0), mask_shape=[B, 1, 1, "t"])
+    path = attention_model(tmp_path / "a.onnx", **spec)
+    assert optimized_ops(path)[0] == ["FusedAttention"]
+    session = rt.InferenceSession(str(path))
+    errors = []
+
+    def worker(tid):
+        try:
+            rng = np.random.default_rng(tid)
+            for _ in range(15):
+                s, t = (int(n) for n in rng.integers(1, 9, size=2))
+                feeds = {"q": rng.standard_normal((B, H, s, D)).astype(np.float32),
+                         "k": rng.standard_normal((B, H, t, D)).astype(np.float32),
+                         "v": rng.standard_normal((B, H, t, D)).astype(np.float32),
+                         "mask": rng.standard_normal((B, 1, 1, t)).astype(np.float32)}
+                np.testing.assert_allclose(session.run(None, feeds)[0], numpy_attention(feeds, spec), rtol=1e-4, atol=1e-5)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(f"thread {tid}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, "\n".join(errors)

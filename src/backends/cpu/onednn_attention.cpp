@@ -6,8 +6,9 @@
 //   Y      = scores·V (matmul).
 // (A loop over the (batch, head) matrices keeping each one's scores in cache, on single-threaded
 // primitives, measured no faster at BERT's sizes: the two products dominate.)
-// The scores are a temporary from the session's arena. Shapes whose batch dims V or the mask
-// would enlarge, other dtypes and invalid inputs go to the reference kernel.
+// The scores are a temporary from the session's arena. Shapes whose scores V or the mask would
+// enlarge (batch dims, a row of Q broadcast), other dtypes and invalid inputs go to the
+// reference kernel.
 #include "backends/cpu/onednn_context.hpp"
 #include "ops/attention_op.hpp"
 
@@ -87,8 +88,8 @@ private:
         } catch (const ValidationError&) {
             return nullptr;  // the reference kernel words the error
         }
-        // The scores have Q·Kᵀ's batch dims: V and the mask may only broadcast into them.
-        if (s.batch != ops::broadcast_shapes(s.q_batch, s.k_batch)) return nullptr;
+        // The scores are Q·Kᵀ's as they are: V and the mask may only broadcast into them.
+        if (s.batch != ops::broadcast_shapes(s.q_batch, s.k_batch) || s.rows != s.sq) return nullptr;
         const size_t rank = s.batch.size() + 2;
         if (rank > DNNL_MAX_NDIMS) return nullptr;
         auto e = std::make_shared<AttentionEntry>();
