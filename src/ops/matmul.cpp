@@ -262,7 +262,8 @@ void infer_gemm(InferenceContext& ctx) {
 // ---------------------------------------------------------------------------------------------
 // MatMul: numpy semantics (1-D operands promoted then squeezed, batch dims broadcast).
 
-// Offset (in matrices) into an operand with batch dims `dims` of each batch index of `batch`.
+}  // namespace
+
 std::vector<int64_t> batch_offsets(const std::vector<int64_t>& batch, const std::vector<int64_t>& dims) {
     const size_t skip = batch.size() - dims.size();
     std::vector<int64_t> strides(batch.size(), 0);
@@ -284,6 +285,8 @@ std::vector<int64_t> batch_offsets(const std::vector<int64_t>& batch, const std:
     }
     return offsets;
 }
+
+namespace {
 
 class MatMulKernel final : public NodeKernel {
 public:

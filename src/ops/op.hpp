@@ -161,6 +161,7 @@ void register_control_flow_ops(OpTable& table);
 void register_misc_ops(OpTable& table);
 void register_fused_ops(OpTable& table);  // fused_ops.cpp: operators the optimizer creates
 void register_fused_quant_ops(OpTable& table);  // fused_quant_ops.cpp: the same for int8 graphs
+void register_attention_ops(OpTable& table);  // attention_op.cpp: com.pyflame FusedAttention
 
 // ---- helpers shared by kernels ----
 std::string node_label(const Node& node);  // "'conv1' (Conv)"
@@ -203,6 +204,10 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
           const float* b, float beta, float* c, int num_threads = 1);
 void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
           const double* b, double beta, double* c, int num_threads = 1);
+
+// Offset (in matrices) into an operand with batch dims `dims` (right-aligned, numpy
+// broadcasting) of each batch index of `batch`. Defined in matmul.cpp.
+std::vector<int64_t> batch_offsets(const std::vector<int64_t>& batch, const std::vector<int64_t>& dims);
 
 // Runs fn(begin, end) over [0, n) cut into at most num_threads contiguous chunks, one per
 // std::thread (the caller runs the first); rethrows the first exception a chunk threw.

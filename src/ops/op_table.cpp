@@ -41,6 +41,7 @@ const OpTable& OpTable::instance() {
         register_misc_ops(t);
         register_fused_ops(t);  // after Conv and the activations it composes
         register_fused_quant_ops(t);  // after the quantization ops it composes
+        register_attention_ops(t);
         return t;
     }();
     return table;

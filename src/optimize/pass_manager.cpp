@@ -10,6 +10,7 @@ namespace pyflame_rt::optimize {
 PassManager::PassManager() {
     add_qdq_fusion_passes(passes_);  // level 2, but before constant folding folds the weights' DequantizeLinear
     add_basic_passes(passes_);
+    add_attention_fusion_passes(passes_);  // before the MatMul fusions take its MatMuls
     add_fusion_passes(passes_);
     add_layer_norm_fusion_passes(passes_);
     add_layout_passes(passes_);  // level 3: after the level-2 fusions had their look at the graph

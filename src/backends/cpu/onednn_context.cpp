@@ -21,6 +21,7 @@ void register_onednn_kernels(std::map<std::string, ops::KernelFactory>& kernels)
     onednn::add_quant_kernels(kernels);
     onednn::add_lowp_kernels(kernels);
     onednn::add_transpose_kernels(kernels);
+    onednn::add_attention_kernels(kernels);
 }
 
 bool onednn_available() { return onednn::cpu_engine() != nullptr; }

@@ -240,5 +240,6 @@ void add_norm_kernels(std::map<std::string, ops::KernelFactory>& kernels);     /
 void add_quant_kernels(std::map<std::string, ops::KernelFactory>& kernels);    // onednn_quant.cpp
 void add_lowp_kernels(std::map<std::string, ops::KernelFactory>& kernels);     // onednn_lowp.cpp
 void add_transpose_kernels(std::map<std::string, ops::KernelFactory>& kernels); // onednn_transpose.cpp
+void add_attention_kernels(std::map<std::string, ops::KernelFactory>& kernels);  // onednn_attention.cpp
 
 }  // namespace pyflame_rt::onednn
