@@ -221,7 +221,8 @@ def test_conv_transpose_matches_torch(tmp_path, dims, stride, pad, out_pad, dila
 
 @pytest.mark.parametrize("shape,perm", [
     ((5, 7), [1, 0]), ((4, 3, 6), [1, 0, 2]), ((2, 3, 4, 5), [0, 2, 1, 3]), ((2, 3, 4, 5), [0, 1, 3, 2]),
-    ((2, 3, 4, 5), None), ((2, 3, 1, 4, 5), [3, 1, 2, 0, 4]), ((2, 1, 3, 2, 2, 3), [5, 3, 1, 0, 4, 2])])
+    ((2, 3, 4, 5), None), ((2, 3, 1, 4, 5), [3, 1, 2, 0, 4]), ((2, 1, 3, 2, 2, 3), [5, 3, 1, 0, 4, 2]),
+    ((128, 1, 768), [1, 0, 2]), ((1, 4, 1, 6), [2, 1, 3, 0]), ((1, 4, 1, 6), [3, 1, 2, 0])])
 def test_transpose_matches_numpy(tmp_path, shape, perm):
     attrs = {} if perm is None else {"perm": perm}
     graph = helper.make_graph([helper.make_node("Transpose", ["x"], ["y"], **attrs)], "transpose",

@@ -1,7 +1,8 @@
 // Transpose as one oneDNN reorder: the destination is described over the input's dims with the
 // output's strides permuted back, so the JIT reorder walks both tensors in blocks (a plain
 // loop strides through one of them element by element). An input in a backend layout (e.g. a
-// convolution's nChw16c) is transposed straight from it, without a reorder to row-major first.
+// convolution's nChw16c) is transposed straight from it, without a reorder to row-major first;
+// a transpose that only moves axes of size 1 (batch 1 in [seq, batch, hidden] models) is a view.
 #include <numeric>
 
 #include "backends/cpu/onednn_context.hpp"
@@ -32,6 +33,13 @@ public:
         if (x.dtype() != DType::Float32 || x.num_elements() == 0 || x.ndim() < 2 || x.ndim() > DNNL_MAX_NDIMS ||
             perm.empty())
             return fallback(ctx);  // the reference kernel reports invalid perms
+        if (x.is_plain() && keeps_order(x.shape(), perm)) {
+            // Only axes of size 1 move: the same bytes in the same order, a view of the input.
+            std::vector<int64_t> out_shape;
+            for (int64_t p : perm) out_shape.push_back(x.shape()[p]);
+            ctx.outputs[0] = x.reshape(out_shape);
+            return;
+        }
         const dnnl::memory::desc plain = plain_desc(to_dims(x.shape()));
         const dnnl::memory::desc src = desc_of(x, plain);
         std::vector<int64_t> key = x.shape();
@@ -67,6 +75,17 @@ private:
             seen[p] = 1;
         }
         return perm;
+    }
+
+    // Whether the axes longer than 1 keep their relative order under `perm`.
+    static bool keeps_order(const std::vector<int64_t>& shape, const std::vector<int64_t>& perm) {
+        int64_t last = -1;
+        for (int64_t p : perm) {
+            if (shape[p] == 1) continue;
+            if (p < last) return false;
+            last = p;
+        }
+        return true;
     }
 
     static std::shared_ptr<TransposeEntry> build(const std::vector<int64_t>& shape, const std::vector<int64_t>& perm,
