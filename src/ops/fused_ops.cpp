@@ -24,7 +24,7 @@ Node activation_node(const Node& fused) {
         if (i >= params.size()) fail_node(fused, "activation " + op + " needs " + std::to_string(i + 1) + " activation_params");
         act.set_attribute(name, params[i]);
     };
-    if (op == "LeakyRelu" || op == "Elu") param(0, "alpha");
+    if (op == "LeakyRelu" || op == "Elu" || op == "Swish") param(0, "alpha");
     else if (op == "HardSigmoid") param(0, "alpha"), param(1, "beta");
     else if (op == "Clip") param(0, "min"), param(1, "max");
     else if (op != "Relu" && op != "Sigmoid" && op != "Tanh" && op != "HardSwish" && op != "Gelu")

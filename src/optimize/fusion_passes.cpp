@@ -198,7 +198,8 @@ bool fusable_activation(const Graph& graph, const GraphUses& uses, const Node& a
     else if (op == "HardSigmoid") params = {act.get_attribute<double>("alpha", 0.2), act.get_attribute<double>("beta", 0.5)};
     else if (op == "Clip") return clip_bounds(graph, uses, act, params);
     else if (op == "Gelu") return act.get_attribute<std::string>("approximate", "none") == "none";
-    return op == "Relu" || op == "Sigmoid" || op == "Tanh" || op == "HardSwish" || op == "LeakyRelu" || op == "Elu" ||
+    else if (op == "Swish") params = {act.get_attribute<double>("alpha", 1.0)};
+    return op == "Swish" || op == "Relu" || op == "Sigmoid" || op == "Tanh" || op == "HardSwish" || op == "LeakyRelu" || op == "Elu" ||
            op == "HardSigmoid";
 }
 
@@ -286,6 +287,34 @@ private:
     }
 };
 
+// x * Sigmoid(x) — SiLU as torch exports it (EfficientNet, YOLO, ...) — becomes one Swish node
+// (alpha 1): one pass instead of two, and an activation Conv/Gemm/MatMul fusions then take in.
+class FuseSilu : public NodeRewritePass {
+public:
+    std::string name() const override { return "fuse_silu"; }
+    int level() const override { return 2; }
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& sigmoid,
+                     PassResult& r) const override {
+        if (sigmoid->op_type() != "Sigmoid" || !sigmoid->domain().empty() || sigmoid->inputs().size() != 1 ||
+            sigmoid->outputs().size() != 1)
+            return false;
+        const std::string& x = sigmoid->inputs()[0];
+        const std::string& s = sigmoid->outputs()[0];
+        const auto* mul = sole_consumer(graph, uses, s);
+        if (!mul || (*mul)->op_type() != "Mul" || !(*mul)->domain().empty() || (*mul)->inputs().size() != 2) return false;
+        const auto& in = (*mul)->inputs();
+        if (!((in[0] == x && in[1] == s) || (in[0] == s && in[1] == x))) return false;
+        auto swish = std::make_shared<Node>("Swish", unique_name(graph, sigmoid->name() + "_swish"),
+                                            std::vector<std::string>{x}, (*mul)->outputs());
+        swish->set_attribute("alpha", 1.0);
+        replace_node(graph, mul->get(), swish, sigmoid.get());
+        ++r.nodes_fused;
+        return true;
+    }
+};
+
 // MatMul(A[..., K], B[K, N] constant) -> Add(bias [N] constant) becomes FusedMatMul(A, B, bias)
 // where Gemm does not apply: A of rank 3 and more (transformers' [batch, seq, hidden]
 // projections). The bias is added as the product is written.
@@ -361,6 +390,7 @@ void add_fusion_passes(std::vector<std::unique_ptr<GraphPass>>& passes) {
     passes.push_back(std::make_unique<FuseConvAdd>());         // after Conv+BN folding
     passes.push_back(std::make_unique<FuseConvActivation>());  // after the residual add
     passes.push_back(std::make_unique<FuseGelu>());
+    passes.push_back(std::make_unique<FuseSilu>());
     passes.push_back(std::make_unique<FuseMatMulBias>());        // after MatMul+Add to Gemm (rank 2)
     passes.push_back(std::make_unique<FuseMatMulActivation>());  // after Gelu's pattern became one node
 }

@@ -257,6 +257,36 @@ def test_gelu_pattern_fusion_matches_torch(tmp_path):
     np.testing.assert_allclose(run_at(str(path), 0, {"x": x})[0], expected, rtol=1e-4, atol=1e-5)
 
 
+def test_silu_pattern_fusion_matches_torch(tmp_path):
+    """torch's SiLU exports as x * Sigmoid(x): one Swish node, then a convolution's activation
+    (and a standalone one where no convolution precedes it)."""
+    torch.manual_seed(14)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.SiLU(),
+                                torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.SiLU(), torch.nn.MaxPool2d(2),
+                                torch.nn.SiLU()).eval()
+    path = tmp_path / "silu.onnx"
+    torch.onnx.export(model, (torch.randn(2, 3, 12, 12),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
+    graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
+    results = rt.PassManager().run(graph, level=2)
+    assert sum(r.nodes_fused for r in results if r.pass_name == "fuse_silu") == 3
+    ops = [(n.op_type, n.attributes.get("activation")) for n in graph.nodes]
+    assert ops == [("FusedConv", "Swish"), ("FusedConv", "Swish"), ("MaxPool", None), ("Swish", None)], ops
+    rt.save_model(graph, str(tmp_path / "silu.pfm"))
+    x = np.random.default_rng(15).standard_normal((3, 3, 12, 12)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(rt.InferenceSession(graph).run(None, {"x": x})[0], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_at(str(path), 0, {"x": x})[0], expected, rtol=1e-4, atol=1e-5)
+    import os
+    import subprocess
+    script = (f"import numpy as np, pyflame_rt as rt; x = np.load({str(tmp_path / 'x.npy')!r}); "
+              f"np.save({str(tmp_path / 'y.npy')!r}, rt.InferenceSession({str(tmp_path / 'silu.pfm')!r}).run(None, {{'x': x}})[0])")
+    subprocess.run([sys.executable, "-c", script], check=True, env=dict(os.environ, PYFLAME_RT_ONEDNN="0"))
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)
+
+
 class TinyTransformer(torch.nn.Module):
     """A BERT-style encoder layer (torch's erf GELU, LayerNorm, attention) plus a conv stem with
     batch norm and a residual: every pass has something to work on."""
@@ -303,10 +333,10 @@ class ProjectionStack(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.fc = torch.nn.ModuleList([torch.nn.Linear(16, 16) for _ in range(5)])
+        self.fc = torch.nn.ModuleList([torch.nn.Linear(16, 16) for _ in range(6)])
         self.head = torch.nn.Linear(16, 8)
         self.acts = [torch.nn.functional.gelu, torch.relu, torch.sigmoid, torch.tanh,
-                     lambda x: torch.nn.functional.leaky_relu(x, 0.2)]
+                     lambda x: torch.nn.functional.leaky_relu(x, 0.2), torch.nn.functional.silu]
 
     def forward(self, x):
         for fc, act in zip(self.fc, self.acts):
@@ -324,7 +354,8 @@ def test_matmul_bias_activation_fusion_matches_torch(tmp_path):
     rt.PassManager().run(graph, level=2)
     fused = [(n.op_type, n.attributes.get("activation")) for n in graph.nodes if n.op_type.startswith("Fused")]
     assert fused == [("FusedMatMul", "Gelu"), ("FusedMatMul", "Relu"), ("FusedMatMul", "Sigmoid"),
-                     ("FusedMatMul", "Tanh"), ("FusedMatMul", "LeakyRelu"), ("FusedGemm", "HardSwish")]
+                     ("FusedMatMul", "Tanh"), ("FusedMatMul", "LeakyRelu"), ("FusedMatMul", "Swish"),
+                     ("FusedGemm", "HardSwish")]
     rt.save_model(graph, str(tmp_path / "proj.pfm"))
     x = np.random.default_rng(8).standard_normal((3, 5, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

@@ -131,6 +131,7 @@ void append_activation(dnnl::post_ops& ops, const Node& node) {
     else if (op == "HardSwish") alg = A::eltwise_hardswish, alpha = 1.0f / 6.0f, beta = 0.5f;
     else if (op == "Clip") alg = A::eltwise_clip, alpha = param(0), beta = param(1);
     else if (op == "Gelu") alg = A::eltwise_gelu_erf;
+    else if (op == "Swish") alg = A::eltwise_swish, alpha = param(0);  // x * sigmoid(alpha * x)
     else ops::fail_node(node, "unsupported fused activation '" + op + "'");
     ops.append_eltwise(alg, alpha, beta);
 }

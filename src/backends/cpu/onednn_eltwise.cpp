@@ -1,4 +1,4 @@
-// Elementwise activations (Relu, LeakyRelu, Sigmoid, Tanh, Elu, Gelu, HardSwish, HardSigmoid,
+// Elementwise activations (Relu, LeakyRelu, Sigmoid, Tanh, Elu, Gelu, HardSwish, Swish, HardSigmoid,
 // Mish, Exp, Log, Sqrt, Abs) and Softmax/LogSoftmax on oneDNN's vectorized (JIT) kernels,
 // float32, plain layout. An elementwise op sees its input as one flat vector, so one primitive
 // per element count serves every shape. Softplus stays on the reference kernel: oneDNN's
@@ -80,6 +80,7 @@ struct Eltwise {
             beta = static_cast<float>(n.get_attribute<double>("beta", 0.5));
         }
         if (op == "HardSwish") alpha = 1.0f / 6.0f, beta = 0.5f;  // x * max(0, min(1, x/6 + 1/2))
+        if (op == "Swish") alpha = static_cast<float>(n.get_attribute<double>("alpha", 1.0));  // x * sigmoid(alpha x)
         if (op == "Gelu" && n.get_attribute<std::string>("approximate", "none") == "tanh")
             algorithm = dnnl::algorithm::eltwise_gelu_tanh;
         return std::make_unique<EltwiseKernel>(info, std::move(reference), algorithm, alpha, beta);
@@ -146,6 +147,7 @@ void add_eltwise_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
     kernels["::Elu"] = factory<Eltwise<A::eltwise_elu>>("Elu");
     kernels["::Gelu"] = factory<Eltwise<A::eltwise_gelu_erf>>("Gelu");
     kernels["::HardSwish"] = factory<Eltwise<A::eltwise_hardswish>>("HardSwish");
+    kernels["::Swish"] = factory<Eltwise<A::eltwise_swish>>("Swish");
     kernels["::HardSigmoid"] = factory<Eltwise<A::eltwise_hardsigmoid>>("HardSigmoid");
     kernels["::Mish"] = factory<Eltwise<A::eltwise_mish>>("Mish");
     kernels["::Exp"] = factory<Eltwise<A::eltwise_exp>>("Exp");
