@@ -156,6 +156,23 @@ struct ModelRegistry::Impl {
         notify(config.name, config.version, true);
     }
 
+    // Why `name` serves nothing: its load failed (the reason), it is in the repository and still
+    // loading (503: worth a retry), or nobody knows it (404).
+    ServingError not_serving(const std::string& name) const {
+        {
+            std::shared_lock<std::shared_mutex> lock(mutex);
+            for (const auto& [key, failure] : failures)
+                if (key.first == name && !explicitly_unloaded.count(name))
+                    return ServingError(ServingErrorCode::ModelNotFound,
+                                        "model '" + name + "' failed to load: " + failure.second);
+            if (explicitly_unloaded.count(name))
+                return ServingError(ServingErrorCode::ModelNotFound, "model '" + name + "' is unloaded");
+        }
+        if (!scan(name).empty())
+            return ServingError(ServingErrorCode::ModelNotReady, "model '" + name + "' is loading; retry shortly");
+        return ServingError(ServingErrorCode::ModelNotFound, "unknown model '" + name + "'");
+    }
+
     std::string memory_message(const ModelConfig& config, size_t needed, size_t used) const {
         return "cannot load model '" + config.name + "' version " + config.version + ": it needs " +
                std::to_string(needed) + " bytes, " + std::to_string(used) + " of max_memory " + std::to_string(max_memory) +
@@ -338,8 +355,10 @@ void ModelRegistry::unload_all(const std::string& name) {
 std::shared_ptr<ModelInstance> ModelRegistry::get(const std::string& name, const std::string& version) {
     std::shared_lock<std::shared_mutex> lock(impl_->mutex);
     auto it = impl_->models.find(name);
-    if (it == impl_->models.end() || it->second.empty())
-        throw ServingError(ServingErrorCode::ModelNotFound, "unknown model '" + name + "'");
+    if (it == impl_->models.end() || it->second.empty()) {
+        lock.unlock();
+        throw impl_->not_serving(name);
+    }
     if (version.empty()) return it->second.rbegin()->second.instance;
     auto slot = it->second.find(version);
     if (slot == it->second.end())

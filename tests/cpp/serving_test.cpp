@@ -163,6 +163,18 @@ TEST(ServingRegistry, SafeNamesAndPolling) {
     registry.load_from_directory(repo);
     write_mlp(repo, "mlp", "2");
     write_mlp(repo, "other", "1");
+    // In the repository but not loaded yet (as while the server starts): not ready, worth a
+    // retry; a name the repository lacks is unknown.
+    auto code_of = [&](const std::string& name) {
+        try {
+            registry.get(name);
+        } catch (const ServingError& e) {
+            return e.code();
+        }
+        return ServingErrorCode::OK;
+    };
+    EXPECT_EQ(code_of("other"), ServingErrorCode::ModelNotReady);
+    EXPECT_EQ(code_of("nope"), ServingErrorCode::ModelNotFound);
     registry.poll_repository();
     EXPECT_TRUE(registry.has("mlp", "2"));
     EXPECT_TRUE(registry.has("other", "1"));

@@ -668,6 +668,12 @@ def test_single_model_flag_and_bad_repository_model(tmp_path):
         index = {m["name"]: m for m in requests.post(server.http_url + "/v2/repository/index").json()}
         assert index["good"]["state"] == "READY" and index["broken"]["state"] == "UNAVAILABLE"
         assert index["broken"]["reason"]
+        # Requests for it say why it serves nothing; an unknown name is just unknown.
+        x = np.zeros((1, 8), np.float32)
+        broken = requests.post(server.http_url + "/v2/models/broken/infer", json=infer_body("input", x))
+        assert broken.status_code == 404 and "failed to load" in broken.json()["error"]
+        unknown = requests.post(server.http_url + "/v2/models/nope/infer", json=infer_body("input", x))
+        assert unknown.status_code == 404 and "unknown model 'nope'" in unknown.json()["error"]
     finally:
         assert server.stop() == 0
 
