@@ -13,14 +13,6 @@ using namespace pyflame_rt::testing;
 
 namespace {
 
-std::vector<float> random_values(size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> dist;
-    std::vector<float> v(n);
-    for (auto& x : v) x = dist(rng);
-    return v;
-}
-
 std::vector<std::string> op_types(const Graph& g) {
     std::vector<std::string> ops;
     for (const auto& n : g.nodes()) ops.push_back(n->op_type());

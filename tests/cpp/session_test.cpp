@@ -15,14 +15,6 @@ using namespace pyflame_rt::testing;
 
 namespace {
 
-std::vector<float> random_values(size_t n, unsigned seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> dist;
-    std::vector<float> v(n);
-    for (auto& x : v) x = dist(rng);
-    return v;
-}
-
 template <typename F>
 std::string error_of(F&& f) {
     try {

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <random>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -25,6 +26,15 @@ void expect_validation_error(F&& f, const std::vector<std::string>& needles) {
         for (const auto& needle : needles)
             EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << "'" << needle << "' not in: " << e.what();
     }
+}
+
+// n standard-normal floats from a seeded generator.
+inline std::vector<float> random_values(size_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> dist;
+    std::vector<float> v(n);
+    for (auto& x : v) x = dist(rng);
+    return v;
 }
 
 inline Tensor make_tensor(const std::vector<int64_t>& shape, const std::vector<float>& values) {
