@@ -39,9 +39,9 @@ std::shared_ptr<void> TensorArena::allocate(size_t bytes) {
     size_t size = wanted;
     {
         std::lock_guard<std::mutex> lock(mutex_);
-        // Best fit among free buffers up to twice the size: fewer buffers serve more tensors.
+        // Best fit among the free buffers, as the plan assigned them.
         auto it = free_.lower_bound(wanted);
-        if (it != free_.end() && it->first <= 2 * wanted) {
+        if (it != free_.end()) {
             size = it->first;
             buffer = it->second;
             free_.erase(it);
@@ -84,9 +84,17 @@ std::vector<size_t> TensorArena::plan(const std::vector<std::pair<size_t, bool>>
     std::vector<size_t> held;            // buffer per allocation, in order
     for (const auto& [bytes_or_index, is_allocation] : events) {
         if (is_allocation) {
+            // Best fit among the free buffers; else the largest free one grows to the size
+            // (the buffers' sizes are still being decided); a new buffer only when none is free.
+            // So there are as many buffers as tensors alive at once, each as big as the
+            // biggest tensor it holds.
             const size_t wanted = size_class(bytes_or_index);
             auto it = free.lower_bound(wanted);
-            if (it != free.end() && it->first <= 2 * wanted) {
+            if (it == free.end() && !free.empty()) {
+                it = std::prev(free.end());
+                buffers[it->second] = wanted;
+            }
+            if (it != free.end()) {
                 held.push_back(it->second);
                 free.erase(it);
             } else {

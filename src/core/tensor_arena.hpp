@@ -2,7 +2,8 @@
 // TensorArena: the buffers of a session's tensors, reused run after run.
 //
 // ExecutionPlan reserves, at session creation, the buffers its memory plan needs (from tensor
-// lifetimes and inferred shapes: per size class, as many buffers as are ever alive at once) and
+// lifetimes and inferred shapes: as many buffers as tensors alive at once, each as big as the
+// biggest tensor it holds) and
 // installs the arena on the thread that runs the graph. Tensor allocations on that thread then
 // take the best-fitting free buffer and give it back when their last reference dies, so
 // steady-state runs allocate nothing from the heap (stats().heap_allocations stops growing).
@@ -36,7 +37,8 @@ public:
 
     std::shared_ptr<void> allocate(size_t bytes);
     // The buffers a sequence of allocations and releases needs under allocate()'s best-fit
-    // policy. `events`: (bytes, true) allocates; (i, false) releases the i-th allocation.
+    // policy, a free buffer growing for a bigger tensor rather than adding one.
+    // `events`: (bytes, true) allocates; (i, false) releases the i-th allocation.
     static std::vector<size_t> plan(const std::vector<std::pair<size_t, bool>>& events);
     // Adds free buffers of these sizes (a plan's).
     void reserve(const std::vector<size_t>& sizes);

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 
+#include "core/tensor_arena.hpp"
 #include "test_util.hpp"
 
 using namespace pyflame_rt;
@@ -206,4 +207,37 @@ TEST(Graph, InitializersAndMetadata) {
     g.metadata().producer_name = "test";
     g.metadata().custom_metadata["k"] = "v";
     EXPECT_EQ(g.metadata().custom_metadata.at("k"), "v");
+}
+
+// The memory plan: as many buffers as tensors alive at once, each as big as the biggest tensor
+// it holds (a freed buffer serves a smaller tensor, or grows for a bigger one).
+TEST(TensorArena, PlanNeedsOneBufferPerLiveTensor) {
+    const size_t big = 400 << 10, mid = 100 << 10, small = 30 << 10, huge = 900 << 10;
+    const std::vector<std::pair<size_t, bool>> events = {
+        {big, true}, {mid, true},  // allocations 0, 1: two alive
+        {0, false},                // 0 freed
+        {small, true},             // 2: takes 0's buffer (the best fit)
+        {1, false}, {2, false},    // all freed
+        {huge, true}, {mid, true}, // 3 grows the biggest free buffer; 4 takes the other
+    };
+    const std::vector<size_t> buffers = pyflame_rt::TensorArena::plan(events);
+    ASSERT_EQ(buffers.size(), 2u);
+    EXPECT_EQ(buffers[0], pyflame_rt::TensorArena::size_class(huge));
+    EXPECT_EQ(buffers[1], pyflame_rt::TensorArena::size_class(mid));
+
+    // Reserved, the plan serves the same run with no allocation from the heap.
+    auto arena = pyflame_rt::TensorArena::create();
+    arena->reserve(buffers);
+    const auto before = arena->stats().heap_allocations;
+    {
+        auto a0 = arena->allocate(big);
+        auto a1 = arena->allocate(mid);
+        a0.reset();
+        auto a2 = arena->allocate(small);
+        a1.reset();
+        a2.reset();
+        auto a3 = arena->allocate(huge);
+        auto a4 = arena->allocate(mid);
+    }
+    EXPECT_EQ(arena->stats().heap_allocations, before);
 }
