@@ -188,9 +188,15 @@ void init_session(py::module_& m) {
             "graph",
             [](const InferenceSession& s) -> std::shared_ptr<Graph> {
                 auto g = s.graph();
-                return g ? std::make_shared<Graph>(*g) : nullptr;
+                if (!g) return nullptr;
+                auto copy = std::make_shared<Graph>(*g);
+                // Weights the session keeps packed for its kernels come back row-major: the
+                // copy serves every graph consumer (quantizer, exporter, another session).
+                for (const auto& [name, t] : g->initializers())
+                    if (!t.is_plain()) copy->add_initializer(name, t.plain());
+                return copy;
             },
-            "A copy of the session's graph.")
+            "A copy of the session's (optimized) graph, weights row-major.")
         .def("__repr__", [](const InferenceSession& s) {
             return "InferenceSession(inputs=" + std::to_string(s.get_inputs().size()) +
                    ", outputs=" + std::to_string(s.get_outputs().size()) + ")";

@@ -283,8 +283,12 @@ def test_prepacked_weights_give_the_same_results(tmp_path, trans_b, shared):
         for g, r in zip(got, want):
             assert g.shape == r.shape
             np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
-    # The session's graph gives the weights back as they were.
-    np.testing.assert_array_equal(s.graph.initializers["w"], w)
+    # The session's graph gives the weights back as they were, and runs in another session.
+    graph = s.graph
+    np.testing.assert_array_equal(graph.initializers["w"], w)
+    x = rng.standard_normal((5, 96)).astype(np.float32)
+    for g, r in zip(rt.InferenceSession(graph).run(None, {"x": x}), ort_run(path, {"x": x})):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
     exported = tmp_path / "back.onnx"
     rt.export_onnx(s.graph, str(exported))
     saved = {t.name: numpy_helper.to_array(t) for t in onnx.load(exported).graph.initializer}
