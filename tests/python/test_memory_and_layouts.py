@@ -312,3 +312,34 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
     grown = int(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout)
     weight_bytes = w.nbytes  # 64 MiB
     assert grown < 1.4 * weight_bytes, f"peak RSS grew {grown / 2**20:.0f} MiB for {weight_bytes / 2**20:.0f} MiB of weights"
+
+
+ACTIVATIONS = [("Relu", {}), ("LeakyRelu", {"alpha": 0.2}), ("Sigmoid", {}), ("Tanh", {}), ("Elu", {"alpha": 0.7}),
+               ("HardSwish", {}), ("HardSigmoid", {"alpha": 0.3, "beta": 0.4}), ("Mish", {}), ("Exp", {}),
+               ("Abs", {}), ("Log", {}), ("Sqrt", {}), ("Gelu", {}), ("Swish", {"alpha": 1.5})]
+
+
+@pytest.mark.parametrize("op,attrs", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+@pytest.mark.parametrize("elements", [37, 64 * 128])  # the reference loop below 4096 elements, oneDNN above
+def test_activations_match_numpy(tmp_path, op, attrs, elements):
+    from scipy.special import erf  # scipy comes with scikit-learn
+
+    opset = 24 if op == "Swish" else 20 if op == "Gelu" else 18
+    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], **attrs)], "act",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [elements])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10), tmp_path, "a.onnx")
+    x = np.random.default_rng(30).standard_normal(elements).astype(np.float32) * 3
+    if op in ("Log", "Sqrt"):
+        x = np.abs(x) + 0.1
+    d = x.astype(np.float64)
+    a = attrs.get("alpha", 0.0)
+    expected = {
+        "Relu": np.maximum(d, 0), "LeakyRelu": np.where(d < 0, a * d, d), "Sigmoid": 1 / (1 + np.exp(-d)),
+        "Tanh": np.tanh(d), "Elu": np.where(d < 0, a * (np.exp(d) - 1), d),
+        "HardSwish": d * np.clip(d / 6 + 0.5, 0, 1), "HardSigmoid": np.clip(a * d + attrs.get("beta", 0), 0, 1),
+        "Mish": d * np.tanh(np.log1p(np.exp(d))), "Exp": np.exp(d), "Abs": np.abs(d), "Log": np.log(d),
+        "Sqrt": np.sqrt(d), "Gelu": 0.5 * d * (1 + erf(d / np.sqrt(2))),
+        "Swish": d / (1 + np.exp(-a * d)),
+    }[op]
+    np.testing.assert_allclose(session(path).run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-5)

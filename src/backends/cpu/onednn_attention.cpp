@@ -60,9 +60,9 @@ public:
 
         Tensor scores(entry->scores_shape, DType::Float32);
         Tensor y(entry->out_shape, DType::Float32);
-        dnnl::stream stream(*cpu_engine());
+        dnnl::stream& stream = thread_stream();
         const dnnl::memory scores_memory = memory_over(entry->scores, scores.data());
-        std::unordered_map<int, dnnl::memory> qk_args{{DNNL_ARG_SRC, memory_over(entry->q, q.data())},
+        ExecArgs qk_args{{DNNL_ARG_SRC, memory_over(entry->q, q.data())},
                                                       {DNNL_ARG_WEIGHTS, memory_over(entry->k, k.data())},
                                                       {DNNL_ARG_DST, scores_memory}};
         if (mask && !entry->add_mask) qk_args.emplace(entry->mask_arg, memory_over(entry->mask, mask->data()));

@@ -138,9 +138,31 @@ void append_activation(dnnl::post_ops& ops, const Node& node) {
 
 bool optimized(const dnnl::primitive_desc_base& pd) { return std::strncmp(pd.impl_info_str(), "ref", 3) != 0; }
 
-void Step::execute(dnnl::stream& stream, std::unordered_map<int, dnnl::memory> args) const {
+dnnl::stream& thread_stream() {
+    thread_local dnnl::stream stream(*cpu_engine());
+    return stream;
+}
+
+ExecArgs::ExecArgs(std::initializer_list<std::pair<int, dnnl::memory>> args) {
+    for (const auto& [arg, memory] : args) emplace(arg, memory);
+}
+
+ExecArgs::ExecArgs(const std::unordered_map<int, dnnl::memory>& args) {
+    for (const auto& [arg, memory] : args) emplace(arg, memory);
+}
+
+void ExecArgs::emplace(int arg, dnnl::memory memory) {
+    if (size_ == kMax) throw std::logic_error("a oneDNN primitive given more than 16 arguments");
+    args_[size_++] = {arg, std::move(memory)};
+}
+
+void Step::execute(dnnl::stream& stream, ExecArgs args) const {
     if (scratchpad.get_size() > 0) args.emplace(DNNL_ARG_SCRATCHPAD, thread_memory(scratchpad, Buffer::Scratchpad));
-    primitive.execute(stream, args);
+    std::array<dnnl_exec_arg_t, ExecArgs::kMax> c_args;
+    for (size_t i = 0; i < args.size(); ++i) c_args[i] = {args[i].first, args[i].second.get()};
+    dnnl::error::wrap_c_api(
+        dnnl_primitive_execute(primitive.get(), stream.get(), static_cast<int>(args.size()), c_args.data()),
+        "could not execute a primitive");
 }
 
 Step make_reorder(const dnnl::memory::desc& from, const dnnl::memory::desc& to) {
@@ -177,7 +199,7 @@ OneDnnLayout::OneDnnLayout(const dnnl::memory::desc& desc)
 
 Tensor OneDnnLayout::to_plain(const Tensor& t) const {
     Tensor out(t.shape(), t.dtype());
-    dnnl::stream stream(*cpu_engine());
+    dnnl::stream& stream = thread_stream();
     to_plain_->execute(stream, {{DNNL_ARG_FROM, memory_over(desc_, t.data())},
                                 {DNNL_ARG_TO, memory_over(plain_like(desc_), out.data())}});
     stream.wait();
@@ -267,7 +289,7 @@ dnnl::memory PackedConstant::get(const dnnl::memory::desc& plain, const dnnl::me
     for (const auto& [md, memory] : packed_)
         if (md == packed) return memory;
     dnnl::memory out(packed, *cpu_engine());  // owned by oneDNN, kept for the kernel's life
-    dnnl::stream stream(*cpu_engine());
+    dnnl::stream& stream = thread_stream();
     // A prepacked value is unpacked to row-major for the reorder (rare: another shape asked for
     // another layout), then dropped.
     const Tensor source = value_.is_plain() ? value_ : value_.plain();
@@ -289,7 +311,7 @@ bool PackedConstant::prepack(const dnnl::memory::desc& plain, const dnnl::memory
     else
         return false;
     Tensor copy(shape, DType::Float32, std::make_shared<OneDnnLayout>(stored));
-    dnnl::stream stream(*cpu_engine());
+    dnnl::stream& stream = thread_stream();
     make_reorder(plain, packed)
         .execute(stream, {{DNNL_ARG_FROM, memory_over(plain, value_.data())}, {DNNL_ARG_TO, memory_over(packed, copy.data())}});
     stream.wait();

@@ -14,6 +14,8 @@
 // budgets can run side by side.
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <array>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -52,13 +54,33 @@ dnnl::primitive_attr base_attr();
 enum class Buffer { Src, Weights, Bias, Dst, Scratchpad, Count };
 dnnl::memory thread_memory(const dnnl::memory::desc& md, Buffer role);
 
+// The calling thread's stream on the CPU engine. A CPU stream runs each primitive within
+// execute(), so one per thread serves every call (creating one per call cost an allocation).
+dnnl::stream& thread_stream();
+
+// A primitive's (argument, memory) pairs, held inline: a map built per call was most of a small
+// primitive's overhead.
+class ExecArgs {
+public:
+    static constexpr size_t kMax = 16;
+    ExecArgs(std::initializer_list<std::pair<int, dnnl::memory>> args);
+    ExecArgs(const std::unordered_map<int, dnnl::memory>& args);  // NOLINT: implicit, as a map was the type
+    void emplace(int arg, dnnl::memory memory);
+    size_t size() const { return size_; }
+    const std::pair<int, dnnl::memory>& operator[](size_t i) const { return args_[i]; }
+
+private:
+    std::array<std::pair<int, dnnl::memory>, kMax> args_;
+    size_t size_ = 0;
+};
+
 // A primitive and its scratchpad size.
 struct Step {
     dnnl::primitive primitive;
     dnnl::memory::desc scratchpad;
 
     // Executes on `stream` with a per-thread scratchpad added to `args`.
-    void execute(dnnl::stream& stream, std::unordered_map<int, dnnl::memory> args) const;
+    void execute(dnnl::stream& stream, ExecArgs args) const;
 };
 
 // A float32 tensor in a layout a primitive chose (e.g. nChw16c), passed as is to the next

@@ -49,7 +49,7 @@ public:
         const Tensor* z = has_residual_ ? &ctx.input(3) : nullptr;
         if (z && (z->dtype() != DType::Float32 || z->shape() != entry->out_shape)) return fallback(ctx);  // broadcasting
 
-        dnnl::stream stream(*cpu_engine());
+        dnnl::stream& stream = thread_stream();
         const dnnl::memory src =
             (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
         const dnnl::memory weights = entry->packed_weights ? entry->packed_weights
@@ -60,7 +60,7 @@ public:
         OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
         // The sum post-op adds the convolution to what dst holds: start from Z.
         if (z) entry->residual_into->into(stream, memory_over(desc_of(*z, entry->y_plain), z->data()), y.dst);
-        std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, y.dst}};
+        ExecArgs args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, y.dst}};
         if (b) args.emplace(DNNL_ARG_BIAS, memory_over(plain_desc({b->shape()[0]}), b->data()));
         entry->conv.execute(stream, std::move(args));
         ctx.outputs[0] = entry->output.finish(stream, y);
@@ -187,7 +187,7 @@ public:
         const auto entry = cache_.get(key, [&] { return build(x.shape(), w.shape(), b != nullptr); });
         if (!entry) return fallback(ctx);
 
-        dnnl::stream stream(*cpu_engine());
+        dnnl::stream& stream = thread_stream();
         const dnnl::memory src =
             (*entry->src_into)(stream, memory_over(desc_of(x, plain_desc(to_dims(x.shape()))), x.data()), Buffer::Src);
         const dnnl::memory weights = entry->packed_weights ? entry->packed_weights
@@ -195,7 +195,7 @@ public:
                                                                       memory_over(entry->w_plain, w.data()),
                                                                       entry->weights, Buffer::Weights);
         OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
-        std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, y.dst}};
+        ExecArgs args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, y.dst}};
         if (b) args.emplace(DNNL_ARG_BIAS, memory_over(plain_desc({maps}), b->data()));
         entry->deconv.execute(stream, std::move(args));
         ctx.outputs[0] = entry->output.finish(stream, y);

@@ -32,7 +32,7 @@ std::shared_ptr<UnaryEntry> build_unary(const Dims& dims, MakePd&& make_pd) {
 // Runs `entry` from x into a new tensor shaped like x.
 void run_unary(const UnaryEntry& entry, const Tensor& x, ops::KernelContext& ctx) {
     Tensor y(x.shape(), DType::Float32);
-    dnnl::stream stream(*cpu_engine());
+    dnnl::stream& stream = thread_stream();
     entry.step.execute(stream, {{DNNL_ARG_SRC, memory_over(entry.md, x.data())},
                                 {DNNL_ARG_DST, memory_over(entry.md, y.data())}});
     stream.wait();
@@ -48,7 +48,10 @@ public:
     void compute(ops::KernelContext& ctx) const override {
         apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
-        if (x.dtype() != DType::Float32 || x.num_elements() == 0) return fallback(ctx);
+        // A small tensor costs the reference loop less than a primitive call (an OpenMP
+        // parallel region, which under CPU contention can wait for a descheduled thread).
+        constexpr int64_t kSmall = 4096;
+        if (x.dtype() != DType::Float32 || x.num_elements() < kSmall) return fallback(ctx);
         const auto entry = cache_.get({x.num_elements()}, [&] {
             return build_unary<dnnl::eltwise_forward>({x.num_elements()}, [&](const dnnl::memory::desc& md) {
                 return dnnl::eltwise_forward::primitive_desc(*cpu_engine(), dnnl::prop_kind::forward_inference,

@@ -74,8 +74,8 @@ void prepack_constant_b(PackedConstant& b, const std::vector<int64_t>& b_shape, 
 }
 
 void run_matmul(const MatMulEntry& entry, const Tensor& a, const Tensor& b, Tensor& y, const float* bias) {
-    dnnl::stream stream(*cpu_engine());
-    std::unordered_map<int, dnnl::memory> args{
+    dnnl::stream& stream = thread_stream();
+    ExecArgs args{
         {DNNL_ARG_SRC, memory_over(entry.a, a.data())},
         {DNNL_ARG_WEIGHTS, entry.packed_b ? entry.packed_b : memory_over(entry.b, b.data())},
         {DNNL_ARG_DST, memory_over(entry.y, y.data())}};

@@ -60,8 +60,8 @@ public:
         });
         if (!entry) return fallback(ctx);
         Tensor y(x.shape(), DType::Float32);
-        dnnl::stream stream(*cpu_engine());
-        std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, memory_over(entry->data, x.data())},
+        dnnl::stream& stream = thread_stream();
+        ExecArgs args{{DNNL_ARG_SRC, memory_over(entry->data, x.data())},
                                                    {DNNL_ARG_DST, memory_over(entry->data, y.data())},
                                                    {DNNL_ARG_SCALE, memory_over(entry->params, scale.data())}};
         if (bias) args.emplace(DNNL_ARG_SHIFT, memory_over(entry->params, bias->data()));
@@ -129,7 +129,7 @@ public:
             return e;
         });
         if (!entry) return fallback(ctx);
-        dnnl::stream stream(*cpu_engine());
+        dnnl::stream& stream = thread_stream();
         OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
         entry->step.execute(stream, {{DNNL_ARG_SRC, memory_over(entry->data, x.data())},
                                      {DNNL_ARG_DST, y.dst},

@@ -51,7 +51,7 @@ std::vector<int64_t> pool_key(const Tensor& x, const dnnl::memory::desc& x_desc)
 }
 
 void run_pool(const PoolEntry& entry, ops::KernelContext& ctx) {
-    dnnl::stream stream(*cpu_engine());
+    dnnl::stream& stream = thread_stream();
     OutputLayout::Write y = entry.output.begin(ctx.may_write_layout(0));
     entry.pool.execute(stream, {{DNNL_ARG_SRC, memory_over(entry.x, ctx.input(0).data())}, {DNNL_ARG_DST, y.dst}});
     ctx.outputs[0] = entry.output.finish(stream, y);

@@ -50,7 +50,7 @@ public:
         const auto entry = cache_.get(key, [&] { return build(x.shape(), perm, src); });
         if (!entry) return fallback(ctx);
         Tensor y(entry->out_shape, DType::Float32);
-        dnnl::stream stream(*cpu_engine());
+        dnnl::stream& stream = thread_stream();
         entry->step.execute(stream, {{DNNL_ARG_SRC, memory_over(entry->src, x.data())},
                                      {DNNL_ARG_DST, memory_over(entry->dst, y.data())}});
         stream.wait();
