@@ -472,6 +472,10 @@ QuantizationResult Quantizer::quantize_dynamic(const Graph& graph) {
         return names;
     };
     auto is_float = [&](const std::string& v) { return dtypes.count(v) && dtypes.at(v) == DType::Float32; };
+    // Weights and biases may be Identity copies of initializers (shared parameters).
+    const detail::ConstantAliases aliases = detail::constant_aliases(g);
+    auto initializer_of = [&](const std::string& v) { return detail::resolve_constant(aliases, v); };
+    auto is_initializer = [&](const std::string& v) { return !v.empty() && g.has_initializer(initializer_of(v)); };
 
     for (const auto& node : g.nodes()) {
         const Node& n = *node;
@@ -481,18 +485,20 @@ QuantizationResult Quantizer::quantize_dynamic(const Graph& graph) {
             out_nodes.push_back(node);
             continue;
         }
-        const bool weight_const = n.inputs().size() >= 2 && g.has_initializer(n.inputs()[1]) &&
-                                  g.get_initializer(n.inputs()[1]).dtype() == DType::Float32 && !g.has_initializer(n.inputs()[0]) &&
-                                  is_float(n.inputs()[0]);
+        const bool weight_const = n.inputs().size() >= 2 && is_initializer(n.inputs()[1]) &&
+                                  g.get_initializer(initializer_of(n.inputs()[1])).dtype() == DType::Float32 &&
+                                  !is_initializer(n.inputs()[0]) && is_float(n.inputs()[0]);
         bool ok = weight_const && !config_.excludes(op, n.name());
-        const Tensor* w = ok ? &g.get_initializer(n.inputs()[1]) : nullptr;
+        const Tensor* w = ok ? &g.get_initializer(initializer_of(n.inputs()[1])) : nullptr;
         if (ok && op == "MatMul") ok = w->ndim() == 2;
         if (ok && op == "Conv") ok = w->ndim() >= 3;
         if (ok && op == "Gemm") {
             ok = w->ndim() == 2 && n.get_attribute<int64_t>("transA", 0) == 0;
-            if (ok && n.has_input(2)) ok = g.has_initializer(n.inputs()[2]) && g.get_initializer(n.inputs()[2]).dtype() == DType::Float32;
+            if (ok && n.has_input(2))
+                ok = is_initializer(n.inputs()[2]) && g.get_initializer(initializer_of(n.inputs()[2])).dtype() == DType::Float32;
         }
-        if (ok && op == "Conv" && n.has_input(2)) ok = g.has_initializer(n.inputs()[2]) && g.get_initializer(n.inputs()[2]).ndim() == 1;
+        if (ok && op == "Conv" && n.has_input(2))
+            ok = is_initializer(n.inputs()[2]) && g.get_initializer(initializer_of(n.inputs()[2])).ndim() == 1;
         if (!ok) {
             if (weight_const || op != "MatMul") ++result.stats.nodes_skipped;
             out_nodes.push_back(node);
@@ -502,7 +508,7 @@ QuantizationResult Quantizer::quantize_dynamic(const Graph& graph) {
         ++result.stats.weights_quantized;
         const std::string& x = n.inputs()[0];
         const std::string& y = n.outputs()[0];
-        const std::string wname = n.inputs()[1];
+        const std::string wname = initializer_of(n.inputs()[1]);
         const auto xq = quantize_activation(x);
 
         Tensor weight = *w;  // MatMulInteger wants B as [K, N]
@@ -554,7 +560,7 @@ QuantizationResult Quantizer::quantize_dynamic(const Graph& graph) {
         const std::string scaled = has_bias ? rw.fresh(y + "_quant_scaled_output") : y;
         out_nodes.push_back(rw.make_node("Mul", n.name() + "_scale_output", {acc_f, scale_mul}, {scaled}));
         if (has_bias) {
-            Tensor bias = g.get_initializer(n.inputs()[2]).clone();
+            Tensor bias = g.get_initializer(initializer_of(n.inputs()[2])).clone();
             if (op == "Gemm") {
                 const float beta = static_cast<float>(n.get_attribute<double>("beta", 1.0));
                 for (int64_t i = 0; i < bias.num_elements(); ++i) bias.data_ptr<float>()[i] *= beta;
@@ -564,7 +570,7 @@ QuantizationResult Quantizer::quantize_dynamic(const Graph& graph) {
                 for (size_t d = 2; d < weight.ndim(); ++d) shape.push_back(1);
                 bias = bias.reshape(shape);
             }
-            const std::string b = rw.add_initializer(n.inputs()[2] + "_reshaped", bias);
+            const std::string b = rw.add_initializer(initializer_of(n.inputs()[2]) + "_reshaped", bias);
             out_nodes.push_back(rw.make_node("Add", n.name() + "_bias_add", {scaled, b}, {y}));
         }
     }
@@ -586,6 +592,7 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
     Graph& g = rw.graph();
     const detail::StaticPlan plan = detail::plan_static(g, config_, dtypes);
     const auto nodes = g.nodes();
+    const detail::ConstantAliases aliases = detail::constant_aliases(g);
 
     QuantizationResult result;
     result.stats.nodes_skipped = plan.skipped;
@@ -711,7 +718,7 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
         if (weighted.count(i)) {
             ++result.stats.nodes_quantized;
             const std::string& op = n.op_type();
-            const std::string wname = n.inputs()[1];
+            const std::string wname = detail::resolve_constant(aliases, n.inputs()[1]);
             const Tensor& w = g.get_initializer(wname);
             const int axis = op == "Conv" ? 0 : op == "MatMul" ? 1 : (n.get_attribute<int64_t>("transB", 0) != 0 ? 0 : 1);
             QuantParams wp;
@@ -742,7 +749,7 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
             changed = true;
             // Bias: int32 with scale x_scale * w_scale (per output channel), zero point 0.
             if (n.has_input(2)) {
-                const std::string& bname = n.inputs()[2];
+                const std::string bname = detail::resolve_constant(aliases, n.inputs()[2]);
                 const Tensor& b = g.get_initializer(bname);
                 const float x_scale = act.at(n.inputs()[0]).scales[0];
                 const int64_t nb = b.num_elements();

@@ -546,3 +546,73 @@ def test_half_conversion_around_kept_ops_and_computed_shapes(convert):
 
 def _run_feed(graph, feed):
     return rt.InferenceSession(graph).run(None, feed)[0]
+
+
+# --------------------------------------------------------------- transformer encoder (BERT-like)
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    """A 2-layer torch TransformerEncoder (batch_first, GELU) exported as bench/bench_models.py
+    exports the BERT-like encoder: 3-D activations into 2-D weight MatMuls and Gemms, Reshapes to
+    computed shapes (which shape inference leaves untyped), biases shared through Identity."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, dropout=0.0, activation="gelu",
+                                       batch_first=True)
+    net = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False).eval()
+    for module in net.modules():
+        if isinstance(module, nn.Linear):
+            module.reset_parameters()
+    path = tmp_path_factory.mktemp("encoder") / "encoder.onnx"
+    _export(net, torch.zeros(2, 16, 64), path)
+    graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
+    rng = np.random.default_rng(3)
+    calib = [rng.standard_normal((2, 16, 64)).astype(np.float32) for _ in range(4)]
+    x = rng.standard_normal((3, 16, 64)).astype(np.float32)
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    copies = {n.outputs[0] for n in graph.nodes if n.op_type == "Identity" and n.inputs[0] in graph.initializers}
+    weighted = [n for n in graph.nodes if n.op_type in ("MatMul", "Gemm") and n.inputs[1] in graph.initializers]
+    shared = [n for n in graph.nodes if n.op_type in ("MatMul", "Gemm") and n.inputs[1] in copies]
+    assert len(weighted) == 7 and len(shared) == 1  # layer 2's attention input projection shares layer 1's
+    return graph, calib, x, ref, len(weighted) + len(shared)
+
+
+def _optimized_op_types(graph):
+    rt.PassManager().run(graph, level=2)  # in place
+    return [n.op_type for n in graph.nodes]
+
+
+def test_dynamic_int8_quantizes_every_encoder_weight_matmul(encoder, tmp_path):
+    graph, _, x, ref, weighted = encoder
+    config = QuantConfig.dynamic_int8()
+    config.granularity = QuantGranularity.PerChannel
+    result = Quantizer(config).quantize_dynamic(graph)
+    g = result.quantized_graph
+    assert result.stats.nodes_quantized == weighted
+    assert [n.op_type for n in g.nodes].count("MatMulInteger") == weighted
+    ours = _run(g, x)
+    assert _cosine(ours, ref) > 0.999
+    path = tmp_path / "encoder-dynamic.onnx"
+    rt.export_onnx(g, path)
+    theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(ours, theirs, atol=2e-3 * np.abs(theirs).max(), rtol=0)
+    # The session runs them on the fused int8 kernel (uint8 activations quantized on the fly).
+    assert _optimized_op_types(rt.import_module.ONNXImporter().import_model(str(path)).graph).count(
+        "DynamicQuantizeMatMul") == weighted
+
+
+def test_static_int8_quantizes_every_encoder_weight_matmul(encoder, tmp_path):
+    graph, calib, x, ref, weighted = encoder
+    result = _static(graph, calib, granularity=QuantGranularity.PerChannel)
+    g = result.quantized_graph
+    int8_weights = {n.outputs[0] for n in g.nodes if n.op_type == "DequantizeLinear" and n.inputs[0] in g.initializers
+                    and g.initializers[n.inputs[0]].dtype == np.int8}
+    assert sum(1 for n in g.nodes if n.op_type in ("MatMul", "Gemm") and n.inputs[1] in int8_weights) == weighted
+    ours = _run(g, x)
+    assert _cosine(ours, ref) > 0.99
+    path = tmp_path / "encoder-qdq.onnx"
+    rt.export_onnx(g, path)
+    theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert _cosine(ours, theirs) > 0.999
+    ops = _optimized_op_types(rt.import_module.ONNXImporter().import_model(str(path)).graph)
+    assert ops.count("QLinearMatMul") + ops.count("QGemm") == weighted
