@@ -613,7 +613,11 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
         }
         const QuantParams& p = quant_info.get_params(name);
         check_params_fit(name, p, {}, /*activation=*/true);
-        if (p.quantized_dtype != config_.activation_dtype)
+        // Besides the config's type: uint8 with zero point 0 for a never-negative tensor of a
+        // symmetric int8 config (what the Calibrator gives a Relu's output).
+        const bool non_negative_uint8 = config_.symmetric && config_.activation_dtype == DType::Int8 &&
+                                        p.quantized_dtype == DType::UInt8 && p.zero_points[0] == 0;
+        if (p.quantized_dtype != config_.activation_dtype && !non_negative_uint8)
             throw ValidationError("tensor '" + name + "': params are " + dtype_to_string(p.quantized_dtype) +
                                   " but the config's activation_dtype is " + dtype_to_string(config_.activation_dtype));
         act[name] = p;
@@ -631,8 +635,8 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
         }
     }
 
-    // Relu right after a quantized Conv/MatMul/Gemm (its only reader) disappears when the Relu
-    // output's zero point is the integer minimum: quantizing then clamps negatives to 0 already.
+    // Relu right after a quantized Conv/MatMul/Gemm or Add (its only reader) disappears when the
+    // Relu output's zero point is the integer minimum: quantizing then clamps negatives to 0 already.
     std::unordered_map<std::string, size_t> readers;
     for (const auto& n : nodes)
         for (const auto& in : n->inputs()) ++readers[in];
@@ -648,9 +652,13 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
         if (n.op_type() != "Relu") continue;
         const std::string& in = n.inputs()[0];
         auto p = producer.find(in);
-        if (p == producer.end() || !weighted.count(p->second) || readers[in] != 1 || is_graph_output(g, in)) continue;
+        if (p == producer.end() || readers[in] != 1 || is_graph_output(g, in)) continue;
+        const bool quantized_add = nodes[p->second]->op_type() == "Add" &&
+                                   std::find(plan.activation_nodes.begin(), plan.activation_nodes.end(), p->second) !=
+                                       plan.activation_nodes.end();
+        if (!weighted.count(p->second) && !quantized_add) continue;
         auto it = act.find(n.outputs()[0]);
-        if (it == act.end() || it->second.zero_points[0] != quant_range(config_.activation_dtype).first) continue;
+        if (it == act.end() || it->second.zero_points[0] != quant_range(it->second.quantized_dtype).first) continue;
         removed.insert(i);
         rename_output[in] = n.outputs()[0];
     }

@@ -336,9 +336,10 @@ def test_half_precision_conv_gemm_match_numpy(tmp_path, dtype):
 
 
 def test_our_static_quantizer_cnn_runs_fused_int8_convolutions(tmp_path):
-    """Our Quantizer (symmetric int8 activations) keeps a QDQ pair between each Conv and its
-    ReLU; the optimizer still gives each such Conv one int8 kernel with the ReLU and a single
-    requantization (fuse_qlinearconv_activation). Checked against ONNX Runtime on our export."""
+    """Our Quantizer (symmetric int8 activations) gives each ReLU's output uint8 with zero point
+    0, which clamps at 0 by itself: the ReLU goes, and each Conv becomes one int8 kernel with a
+    single requantization to uint8 (no ReLU, no QDQ pair left between the convolutions).
+    Checked against ONNX Runtime on our export."""
     from pyflame_rt.quantization import QuantConfig, Quantizer
 
     torch.manual_seed(1)
@@ -354,7 +355,10 @@ def test_our_static_quantizer_cnn_runs_fused_int8_convolutions(tmp_path):
     exported = tmp_path / "cnn_ours_qdq.onnx"
     rt.export_onnx(quantized, str(exported))
     ops = optimized_ops(exported)
-    assert ops.count("FusedQLinearConv") >= 2 and "Conv" not in ops, ops
+    assert ops.count("QLinearConv") + ops.count("FusedQLinearConv") >= 2 and "Conv" not in ops and "Relu" not in ops, ops
+    relu_outputs = [n for n in quantized.nodes if n.op_type == "QuantizeLinear"
+                    and quantized.initializers[n.inputs[2]].dtype == np.uint8]
+    assert relu_outputs and all(quantized.initializers[n.inputs[2]] == 0 for n in relu_outputs)
     x = np.random.default_rng(9).standard_normal((3, 3, 16, 16)).astype(np.float32)
     expected = onnxruntime(exported, {"x": x})[0]  # the QDQ graph as written, float compute
     got = ours(exported, {"x": x})[0]

@@ -258,10 +258,13 @@ public:
         const auto* a_layout = dynamic_cast<const OneDnnLayout*>(a_in->layout());
         const auto* b_layout = dynamic_cast<const OneDnnLayout*>(b_in->layout());
         const DType c_type = ctx.has_input(7) ? ctx.input(7).dtype() : DType::UInt8;
-        // In place over the shared layout when both inputs lie in it and the output (same
-        // element type, so the same layout) may too; else on row-major copies.
-        const bool in_layout = a_layout && b_layout && a_layout->desc() == b_layout->desc() &&
-                               a_in->dtype() == c_type && ctx.may_write_layout(0);
+        // Over the shared layout when both inputs lie in it (int8 and uint8 alike: one byte per
+        // element) and the output may too; else on row-major copies.
+        std::optional<dnnl::memory::desc> c_desc;
+        if (a_layout && b_layout && same_byte_order(a_layout->desc(), b_layout->desc()) && int8_type(c_type) &&
+            ctx.may_write_layout(0))
+            c_desc = with_type(a_layout->desc(), *int8_type(c_type));
+        const bool in_layout = c_desc.has_value();
         Tensor a_plain, b_plain;
         if (!in_layout && !a_in->is_plain()) a_plain = a_in->plain(), a_in = &a_plain;
         if (!in_layout && !b_in->is_plain()) b_plain = b_in->plain(), b_in = &b_plain;
@@ -279,7 +282,7 @@ public:
         const float az = static_cast<float>(*scalar_zero_point(zps[0], a.dtype()));
         const float bz = static_cast<float>(*scalar_zero_point(zps[1], b.dtype()));
         const float cz = static_cast<float>(*scalar_zero_point(zps[2], zps[2]->dtype()));
-        Tensor c = in_layout ? Tensor(a.shape(), zps[2]->dtype(), output_layout(a_layout->desc()))
+        Tensor c = in_layout ? Tensor(a.shape(), zps[2]->dtype(), output_layout(*c_desc))
                              : Tensor(a.shape(), zps[2]->dtype());
         // One byte per element: the storage, padding included, is the element range.
         const int64_t count = in_layout ? static_cast<int64_t>(a_layout->storage_bytes()) : a.num_elements();
@@ -319,6 +322,26 @@ public:
     }
 
 private:
+    // Two one-byte layouts that put every element at the same offset.
+    static bool same_byte_order(const dnnl::memory::desc& a, const dnnl::memory::desc& b) {
+        if (a == b) return true;
+        return a.get_format_kind() == dnnl::memory::format_kind::blocked &&
+               b.get_format_kind() == dnnl::memory::format_kind::blocked && a.get_dims() == b.get_dims() &&
+               a.get_padded_dims() == b.get_padded_dims() && a.get_padded_offsets() == b.get_padded_offsets() &&
+               a.get_strides() == b.get_strides() && a.get_inner_blks() == b.get_inner_blks() &&
+               a.get_inner_idxs() == b.get_inner_idxs() && a.get_size() == b.get_size() &&
+               a.get_submemory_offset() == b.get_submemory_offset();
+    }
+    // `desc` with another one-byte element type; nullopt when the layout has inner blocks (not
+    // expressible by strides alone) and the types differ.
+    static std::optional<dnnl::memory::desc> with_type(const dnnl::memory::desc& desc, DataType type) {
+        if (desc.get_data_type() == type) return desc;
+        if (desc.get_format_kind() != dnnl::memory::format_kind::blocked || desc.get_inner_nblks() != 0 ||
+            desc.get_padded_dims() != desc.get_dims() || desc.get_submemory_offset() != 0)
+            return std::nullopt;
+        return dnnl::memory::desc(desc.get_dims(), type, desc.get_strides());
+    }
+
     // The output's layout object for an input layout, made once per layout (it owns a reorder).
     std::shared_ptr<const OneDnnLayout> output_layout(const dnnl::memory::desc& desc) const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -433,7 +456,12 @@ public:
         key.push_back(static_cast<int64_t>(x.dtype()));
         key.push_back(static_cast<int64_t>(out));
         key.push_back(bias != nullptr);
-        const auto entry = cache_.get(key, [&] { return build(x, w.shape(), out, bias != nullptr); });
+        // Zero points of 0 (uint8 after a Relu, symmetric int8) leave the attribute out: oneDNN
+        // then skips the zero-point compensation (and for uint8 sources any compensation).
+        const bool src_zp = *xz != 0, dst_zp = yz.value_or(0) != 0;
+        key.push_back(src_zp);
+        key.push_back(dst_zp);
+        const auto entry = cache_.get(key, [&] { return build(x, w.shape(), out, bias != nullptr, src_zp, dst_zp); });
         if (!entry) return fallback(ctx);
 
         dnnl::stream stream(*cpu_engine());
@@ -448,15 +476,15 @@ public:
         Tensor y = write_layout ? Tensor(entry->out_shape, out, entry->dst_layout) : Tensor(entry->out_shape, out);
         const dnnl::memory y_memory = memory_over(write_layout ? entry->dst : entry->y_plain, y.data());
         const dnnl::memory dst = write_layout || !entry->dst_layout ? y_memory : thread_memory(entry->dst, Buffer::Dst);
-        int32_t src_zp = *xz, dst_zp = yz.value_or(0);
+        int32_t src_zero_point = *xz, dst_zero_point = yz.value_or(0);
         std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
-        args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, scalar_s32(src_zp));
+        if (src_zp) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, scalar_s32(src_zero_point));
         std::vector<float> scales, float_bias;
         if (!integer_) {
             const float ys = ctx.input(6).data_ptr<float>()[0];
             scales = multipliers(ctx.input(1).data_ptr<float>()[0], &ctx.input(4), maps, &ys);
             args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, memory_over(entry->scales, scales.data()));
-            args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, scalar_s32(dst_zp));
+            if (dst_zp) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, scalar_s32(dst_zero_point));
             if (bias) {
                 float_bias.resize(static_cast<size_t>(maps));
                 for (int64_t m = 0; m < maps; ++m) float_bias[m] = static_cast<float>(bias->data_ptr<int32_t>()[m]) * scales[m];
@@ -484,7 +512,7 @@ private:
     }
 
     std::shared_ptr<const QConvEntry> build(const Tensor& x, const std::vector<int64_t>& w_shape, DType out,
-                                            bool has_bias) const {
+                                            bool has_bias, bool src_zp, bool dst_zp) const {
         const std::vector<int64_t>& x_shape = x.shape();
         const ConvGeometry g = conv_geometry(window_, group_, x_shape, w_shape, node_);
         const int64_t maps = w_shape[0];
@@ -501,10 +529,10 @@ private:
         entry->bias = has_bias ? plain_desc({maps}) : dnnl::memory::desc();
 
         dnnl::primitive_attr attr = base_attr();
-        attr.set_zero_points_mask(DNNL_ARG_SRC, 0);
+        if (src_zp) attr.set_zero_points_mask(DNNL_ARG_SRC, 0);
         if (!integer_) {
             attr.set_scales_mask(DNNL_ARG_WEIGHTS, group_ > 1 ? 3 : 1);  // per output channel
-            attr.set_zero_points_mask(DNNL_ARG_DST, 0);
+            if (dst_zp) attr.set_zero_points_mask(DNNL_ARG_DST, 0);
             dnnl::post_ops ops;
             activation_.append(ops, constant_y_scale_.value_or(1.0f));
             attr.set_post_ops(ops);
