@@ -376,18 +376,37 @@ def test_half_precision_matmul_and_gemm_of_activations(tmp_path, dtype):
     np_type = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
     onnx_type = TensorProto.FLOAT16 if dtype == "float16" else TensorProto.BFLOAT16
     nodes = [helper.make_node("MatMul", ["a", "b"], ["ab"]),
-             helper.make_node("Gemm", ["m", "n", "c"], ["g"], transB=1, alpha=0.5, beta=2.0)]
-    graph = helper.make_graph(nodes, "half", [helper.make_tensor_value_info(k, onnx_type, None) for k in "abmnc"],
-                              [helper.make_tensor_value_info(k, onnx_type, None) for k in ("ab", "g")])
+             helper.make_node("Gemm", ["m", "n", "c"], ["g"], transB=1, alpha=0.5, beta=2.0),
+             helper.make_node("MatMul", ["a", "d"], ["ad"])]  # batch broadcast: d is [1, 3, 8, 6]
+    graph = helper.make_graph(nodes, "half", [helper.make_tensor_value_info(k, onnx_type, None) for k in "abmncd"],
+                              [helper.make_tensor_value_info(k, onnx_type, None) for k in ("ab", "g", "ad")])
     path = tmp_path / "half.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
     rng = np.random.default_rng(5)
     feeds = {"a": rng.standard_normal((2, 3, 4, 8)), "b": rng.standard_normal((2, 3, 8, 5)),
-             "m": rng.standard_normal((4, 6)), "n": rng.standard_normal((7, 6)), "c": rng.standard_normal(7)}
+             "m": rng.standard_normal((4, 6)), "n": rng.standard_normal((7, 6)), "c": rng.standard_normal(7),
+             "d": rng.standard_normal((1, 3, 8, 6))}
     feeds = {k: v.astype(np_type) for k, v in feeds.items()}
     wide = {k: v.astype(np.float32) for k, v in feeds.items()}
     expected = [np.matmul(wide["a"], wide["b"]).astype(np_type),
-                (0.5 * wide["m"] @ wide["n"].T + 2.0 * wide["c"]).astype(np_type)]
+                (0.5 * wide["m"] @ wide["n"].T + 2.0 * wide["c"]).astype(np_type),
+                np.matmul(wide["a"], wide["d"]).astype(np_type)]
     for got, want in zip(ours(path, feeds), expected):
-        assert got.dtype == want.dtype
+        assert got.dtype == want.dtype and got.shape == want.shape
         np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-2, atol=1e-2)
+    # Both activation x activation MatMuls run on oneDNN's native half-precision matmul.
+    np.savez(tmp_path / "feeds.npz", **{k: v.view(np.uint16) for k, v in feeds.items()})
+    script = (f"import numpy as np, ml_dtypes, pyflame_rt as rt; f = np.load({str(tmp_path / 'feeds.npz')!r}); "
+              f"t = np.float16 if {dtype!r} == 'float16' else ml_dtypes.bfloat16; "
+              f"rt.InferenceSession({str(path)!r}).run(None, {{k: f[k].view(t) for k in f.files}})")
+    env = dict(os.environ, ONEDNN_VERBOSE="1")
+    env.pop("PYFLAME_RT_ONEDNN", None)
+    out = subprocess.run([sys.executable, "-c", script], check=True, env=env, capture_output=True, text=True).stdout
+    half = "bf16" if dtype == "bfloat16" else "f16"
+    batched = [line for line in out.splitlines() if ",matmul," in line and ",exec," in line and f"src_{half}" in line
+               and "abcd" in line]
+    if not any(",matmul," in line for line in out.splitlines()):
+        pytest.skip("oneDNN has no CPU engine here")
+    if half == "f16" and not batched:
+        pytest.skip("no native f16 matmul on this CPU")
+    assert len(batched) == 2, batched

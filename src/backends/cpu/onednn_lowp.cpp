@@ -285,6 +285,76 @@ private:
     ShapeCache<LowpMatMulEntry> cache_;
 };
 
+// ---------------------------------------------------------------------------------------------
+// MatMul of two activations (attention's Q·K' and P·V) in half precision: batched over the
+// leading dimensions (broadcast where one side has 1) on oneDNN's bf16/f16 matmul. Wraps the
+// kernel made for the node, which runs every other input (float32 graphs, layouts it reads).
+
+struct LowpBatchedMatMulEntry {
+    std::vector<int64_t> out_shape;
+    dnnl::memory::desc a, b, y;
+    Step matmul;
+};
+
+class LowpBatchedMatMulKernel final : public FastKernel {
+public:
+    LowpBatchedMatMulKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> inner)
+        : FastKernel(info, nullptr), inner_(std::move(inner)) {}
+
+    bool reads_layout(size_t input) const override { return inner_->reads_layout(input); }
+    bool writes_layout(size_t output) const override { return inner_->writes_layout(output); }
+
+    void compute(ops::KernelContext& ctx) const override {
+        const Tensor& a = ctx.input(0);
+        const Tensor& b = ctx.input(1);
+        const auto half = half_type(a.dtype());
+        if (!half || b.dtype() != a.dtype() || a.ndim() < 2 || a.ndim() != b.ndim() || a.ndim() > 6 || !a.is_plain() ||
+            !b.is_plain() || a.num_elements() == 0 || b.num_elements() == 0)
+            return inner_->compute(ctx);
+        const size_t rank = a.ndim();
+        if (a.shape()[rank - 1] != b.shape()[rank - 2]) return inner_->compute(ctx);
+        for (size_t d = 0; d + 2 < rank; ++d)
+            if (a.shape()[d] != b.shape()[d] && a.shape()[d] != 1 && b.shape()[d] != 1) return inner_->compute(ctx);
+        apply_thread_budget(ctx.num_threads);
+        std::vector<int64_t> key = a.shape();
+        key.insert(key.end(), b.shape().begin(), b.shape().end());
+        key.push_back(static_cast<int64_t>(a.dtype()));
+        const auto entry = cache_.get(key, [&] { return build(a.shape(), b.shape(), *half); });
+        if (!entry) return inner_->compute(ctx);
+        Tensor y(entry->out_shape, a.dtype());
+        dnnl::stream stream(*cpu_engine());
+        entry->matmul.execute(stream, {{DNNL_ARG_SRC, memory_over(entry->a, a.data())},
+                                       {DNNL_ARG_WEIGHTS, memory_over(entry->b, b.data())},
+                                       {DNNL_ARG_DST, memory_over(entry->y, y.data())}});
+        stream.wait();
+        ctx.outputs[0] = std::move(y);
+    }
+
+private:
+    std::shared_ptr<const LowpBatchedMatMulEntry> build(const std::vector<int64_t>& a_shape, const std::vector<int64_t>& b_shape,
+                                                        DataType half) const {
+        auto entry = std::make_shared<LowpBatchedMatMulEntry>();
+        const size_t rank = a_shape.size();
+        entry->out_shape = a_shape;
+        for (size_t d = 0; d + 2 < rank; ++d) entry->out_shape[d] = std::max(a_shape[d], b_shape[d]);
+        entry->out_shape[rank - 1] = b_shape[rank - 1];
+        entry->a = strided(to_dims(a_shape), half);
+        entry->b = strided(to_dims(b_shape), half);
+        entry->y = strided(to_dims(entry->out_shape), half);
+        try {
+            const dnnl::matmul::primitive_desc pd(*cpu_engine(), entry->a, entry->b, entry->y, base_attr());
+            if (!optimized(pd)) return nullptr;  // no native half kernel: the wrapped kernel runs it
+            entry->matmul = Step{dnnl::matmul(pd), pd.scratchpad_desc()};
+        } catch (const dnnl::error&) {
+            return nullptr;
+        }
+        return entry;
+    }
+
+    std::unique_ptr<ops::OpKernel> inner_;
+    ShapeCache<LowpBatchedMatMulEntry> cache_;
+};
+
 // Wraps the factory registered under `key`: nodes whose weights are a half-precision
 // initializer (how FP16/BF16 graphs come) get the kernel here, over what that factory makes;
 // every other node gets that factory's kernel untouched (its layout contract included).
@@ -306,6 +376,13 @@ void add_lowp_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
     wrap<LowpConvKernel>(kernels, "com.pyflame::FusedConv");
     wrap<LowpMatMulKernel>(kernels, "::MatMul");
     wrap<LowpMatMulKernel>(kernels, "::Gemm");
+    // MatMul of two computed inputs (no constant B): the batched half-precision kernel.
+    ops::KernelFactory matmul = kernels.at("::MatMul");
+    kernels["::MatMul"] = [matmul](const ops::KernelInfo& info) -> std::unique_ptr<ops::OpKernel> {
+        std::unique_ptr<ops::OpKernel> made = matmul(info);
+        if (!cpu_engine() || info.constant_input(0) || info.constant_input(1)) return made;
+        return std::make_unique<LowpBatchedMatMulKernel>(info, std::move(made));
+    };
     for (const char* fused : {"com.pyflame::FusedMatMul", "com.pyflame::FusedGemm"})
         if (kernels.count(fused)) wrap<LowpMatMulKernel>(kernels, fused);
 }
