@@ -5,6 +5,8 @@
 //     int8 in, int8 out, requantized in the kernel, so chains of quantized ops stay in int8.
 //   fuse_qdq_add: DequantizeLinear(a), DequantizeLinear(b) -> Add -> QuantizeLinear becomes
 //     com.pyflame QLinearAdd (ResNet's quantized shortcut additions).
+//   fuse_qlinearconv_add: QLinearConv read only by a QLinearAdd becomes com.pyflame
+//     QLinearConvAdd (the residual addition inside the convolution's requantization).
 //   fuse_qdq_maxpool: DequantizeLinear -> MaxPool -> QuantizeLinear with equal parameters becomes
 //     MaxPool on the int8 values (exact).
 //   fuse_dynamic_quantize_matmul: DynamicQuantizeLinear -> MatMulInteger (constant B) -> Cast ->
@@ -465,12 +467,59 @@ private:
     }
 };
 
+// QLinearConv whose only reader is a QLinearAdd (a residual block's last convolution plus its
+// shortcut) becomes com.pyflame QLinearConvAdd: the sum is formed from the convolution's exact
+// value and requantized once to the addition's parameters (oneDNN's sum post-op), so the
+// convolution's own rounding and the separate pass over both tensors go. A result moves by at
+// most about one output step against the unfused graph.
+class FuseQLinearConvAdd : public NodeRewritePass {
+public:
+    std::string name() const override { return "fuse_qlinearconv_add"; }
+    int level() const override { return 2; }
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& add, PassResult& r) const override {
+        if (add->op_type() != "QLinearAdd" || add->domain() != "com.pyflame" || add->inputs().size() != 8 ||
+            add->outputs().size() != 1 || add->inputs()[7].empty())
+            return false;
+        for (size_t side : {0, 3}) {
+            const auto* conv = producer_of(graph, add->inputs()[side]);
+            if (!conv || (*conv)->op_type() != "QLinearConv" || !is_default(**conv) || (*conv)->outputs().size() != 1 ||
+                (*conv)->inputs().size() < 8 || uses.uses((*conv)->outputs()[0]) != 1 ||
+                !uses.is_internal((*conv)->outputs()[0]))
+                continue;
+            // Its output's parameters are the ones the addition dequantizes it with.
+            if ((*conv)->inputs()[6] != add->inputs()[side + 1] || (*conv)->inputs()[7] != add->inputs()[side + 2]) continue;
+            const size_t other = 3 - side;
+            const auto& conv_in = (*conv)->inputs();
+            std::vector<std::string> inputs(conv_in.begin(), conv_in.begin() + 6);
+            inputs.push_back(add->inputs()[6]);
+            inputs.push_back(add->inputs()[7]);
+            inputs.push_back(conv_in.size() > 8 ? conv_in[8] : std::string());
+            inputs.push_back(add->inputs()[other]);
+            inputs.push_back(add->inputs()[other + 1]);
+            inputs.push_back(add->inputs()[other + 2]);
+            auto fused = std::make_shared<Node>("QLinearConvAdd", unique_name(graph, (*conv)->name() + "_add"), inputs,
+                                                add->outputs());
+            for (const auto& [k, v] : (*conv)->attributes()) fused->set_attribute(k, v);
+            fused->set_domain("com.pyflame");
+            graph.opset_imports().emplace("com.pyflame", 1);
+            const Node* conv_node = conv->get();
+            replace_nodes(graph, add.get(), fused, {conv_node});
+            ++r.nodes_fused;
+            return true;
+        }
+        return false;
+    }
+};
+
 }  // namespace
 
 void add_qdq_fusion_passes(std::vector<std::unique_ptr<GraphPass>>& passes) {
     passes.push_back(std::make_unique<FuseQdqConvMatMul>());
     passes.push_back(std::make_unique<FuseQLinearConvActivation>());  // after QDQ convs became QLinearConv
     passes.push_back(std::make_unique<FuseQdqAdd>());
+    passes.push_back(std::make_unique<FuseQLinearConvAdd>());  // after QDQ adds became QLinearAdd
     passes.push_back(std::make_unique<FuseQdqMaxPool>());
     passes.push_back(std::make_unique<FuseDynamicQuantizeMatMul>());
 }

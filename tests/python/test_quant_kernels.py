@@ -210,9 +210,10 @@ def static_cnn(tmp_path_factory):
 def test_quantize_static_qdq_cnn_matches_onnxruntime(static_cnn, act):
     path = static_cnn[act]
     ops = optimized_ops(path)
-    # Every Conv became an int8 node and the shortcut addition stayed in int8.
-    assert "Conv" not in ops and ops.count("QLinearConv") + ops.count("FusedQLinearConv") == 4, ops
-    assert "QLinearAdd" in ops, ops
+    # Every Conv became an int8 node and the shortcut addition stayed in int8, inside the
+    # requantization of the convolution it follows (QLinearConvAdd: oneDNN's sum post-op).
+    assert "Conv" not in ops and sum(ops.count(t) for t in ("QLinearConv", "FusedQLinearConv", "QLinearConvAdd")) == 4, ops
+    assert ops.count("QLinearConvAdd") == 1 and "QLinearAdd" not in ops, ops
     # MaxPool runs on the int8 values: no DequantizeLinear / QuantizeLinear around it.
     assert ops[ops.index("MaxPool") - 1] in ("QLinearConv", "FusedQLinearConv"), ops
     x = np.random.default_rng(8).standard_normal((3, 3, 16, 16)).astype(np.float32)
@@ -356,6 +357,8 @@ def test_our_static_quantizer_cnn_runs_fused_int8_convolutions(tmp_path):
     rt.export_onnx(quantized, str(exported))
     ops = optimized_ops(exported)
     assert ops.count("QLinearConv") + ops.count("FusedQLinearConv") >= 2 and "Conv" not in ops and "Relu" not in ops, ops
+    # The residual block's second convolution takes the shortcut addition into its requantization.
+    assert ops.count("QLinearConvAdd") == 1 and "QLinearAdd" not in ops, ops
     relu_outputs = [n for n in quantized.nodes if n.op_type == "QuantizeLinear"
                     and quantized.initializers[n.inputs[2]].dtype == np.uint8]
     assert relu_outputs and all(quantized.initializers[n.inputs[2]] == 0 for n in relu_outputs)

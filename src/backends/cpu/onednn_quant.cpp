@@ -1,7 +1,7 @@
 // Integer kernels of the CPU backend: QLinearConv, ConvInteger, QLinearMatMul, MatMulInteger on
 // oneDNN's int8 convolution and matmul (u8/s8 activations, s8 weights, s32 accumulation, VNNI
 // where the CPU has it), the optimizer's fused forms (com.pyflame FusedQLinearConv,
-// DynamicQuantizeMatMul, QLinearAdd; see ops/fused_quant_ops.cpp), and vectorized per-tensor
+// DynamicQuantizeMatMul, QLinearAdd, QLinearConvAdd; see ops/fused_quant_ops.cpp), and vectorized per-tensor
 // QuantizeLinear, DequantizeLinear and DynamicQuantizeLinear.
 //
 // Scales ride on the weights: the primitive's per-output-channel weight scale is
@@ -110,6 +110,26 @@ template <typename F>
 void dispatch8(DType d, F&& fn) {
     if (d == DType::Int8) fn(int8_t{});
     else fn(uint8_t{});
+}
+
+// Two one-byte layouts that put every element at the same offset.
+bool same_byte_order(const dnnl::memory::desc& a, const dnnl::memory::desc& b) {
+    if (a == b) return true;
+    return a.get_format_kind() == dnnl::memory::format_kind::blocked &&
+           b.get_format_kind() == dnnl::memory::format_kind::blocked && a.get_dims() == b.get_dims() &&
+           a.get_padded_dims() == b.get_padded_dims() && a.get_padded_offsets() == b.get_padded_offsets() &&
+           a.get_strides() == b.get_strides() && a.get_inner_blks() == b.get_inner_blks() &&
+           a.get_inner_idxs() == b.get_inner_idxs() && a.get_size() == b.get_size() &&
+           a.get_submemory_offset() == b.get_submemory_offset();
+}
+// `desc` with another one-byte element type; nullopt when the layout has inner blocks (not
+// expressible by strides alone) and the types differ.
+std::optional<dnnl::memory::desc> with_type(const dnnl::memory::desc& desc, DataType type) {
+    if (desc.get_data_type() == type) return desc;
+    if (desc.get_format_kind() != dnnl::memory::format_kind::blocked || desc.get_inner_nblks() != 0 ||
+        desc.get_padded_dims() != desc.get_dims() || desc.get_submemory_offset() != 0)
+        return std::nullopt;
+    return dnnl::memory::desc(desc.get_dims(), type, desc.get_strides());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -322,26 +342,6 @@ public:
     }
 
 private:
-    // Two one-byte layouts that put every element at the same offset.
-    static bool same_byte_order(const dnnl::memory::desc& a, const dnnl::memory::desc& b) {
-        if (a == b) return true;
-        return a.get_format_kind() == dnnl::memory::format_kind::blocked &&
-               b.get_format_kind() == dnnl::memory::format_kind::blocked && a.get_dims() == b.get_dims() &&
-               a.get_padded_dims() == b.get_padded_dims() && a.get_padded_offsets() == b.get_padded_offsets() &&
-               a.get_strides() == b.get_strides() && a.get_inner_blks() == b.get_inner_blks() &&
-               a.get_inner_idxs() == b.get_inner_idxs() && a.get_size() == b.get_size() &&
-               a.get_submemory_offset() == b.get_submemory_offset();
-    }
-    // `desc` with another one-byte element type; nullopt when the layout has inner blocks (not
-    // expressible by strides alone) and the types differ.
-    static std::optional<dnnl::memory::desc> with_type(const dnnl::memory::desc& desc, DataType type) {
-        if (desc.get_data_type() == type) return desc;
-        if (desc.get_format_kind() != dnnl::memory::format_kind::blocked || desc.get_inner_nblks() != 0 ||
-            desc.get_padded_dims() != desc.get_dims() || desc.get_submemory_offset() != 0)
-            return std::nullopt;
-        return dnnl::memory::desc(desc.get_dims(), type, desc.get_strides());
-    }
-
     // The output's layout object for an input layout, made once per layout (it owns a reorder).
     std::shared_ptr<const OneDnnLayout> output_layout(const dnnl::memory::desc& desc) const {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -406,6 +406,8 @@ struct QConvEntry {
     std::optional<Step> dst_to_plain;                // when dst is not row-major
     std::shared_ptr<const OneDnnLayout> dst_layout;  // when dst is not row-major
     dnnl::memory packed_weights;
+    dnnl::memory::desc sum_src, sum_dst;  // QLinearConvAdd: S as given, and S over dst's layout
+    std::optional<Step> sum_reorder;      // when S's bytes are not already in dst's order
 };
 
 class QConvKernel final : public FastKernel {
@@ -417,6 +419,7 @@ public:
     QConvKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
         : FastKernel(info, std::move(reference)),
           integer_(info.node.op_type() == "ConvInteger"),
+          sum_(info.node.op_type() == "QLinearConvAdd"),
           window_(ops::WindowAttributes::parse(info.node, false)),
           group_(info.node.get_attribute<int64_t>("group", 1)),
           activation_(Activation::parse(info.node)) {
@@ -424,6 +427,14 @@ public:
         if (w && w->dtype() == DType::Int8) weights_.emplace(*w);
         if (const Tensor* ys = info.constant_input(6); !integer_ && ys && is_f32_scalar(*ys))
             constant_y_scale_ = ys->data_ptr<float>()[0];
+        if (sum_) {
+            // The sum post-op's scale and zero point are fixed when the primitive is made.
+            const Tensor* ss = info.constant_input(10);
+            const Tensor* sz = info.node.has_input(11) ? info.constant_input(11) : nullptr;
+            if (constant_y_scale_ && ss && is_f32_scalar(*ss) && (!info.node.has_input(11) || (sz && int8_type(sz->dtype()))))
+                sum_params_ = SumParams{ss->data_ptr<float>()[0] / *constant_y_scale_,
+                                        sz ? *scalar_zero_point(sz, sz->dtype()) : 0};
+        }
     }
 
     void compute(ops::KernelContext& ctx) const override {
@@ -451,7 +462,16 @@ public:
                 return fallback(ctx);  // the clip bounds were scaled by the session's y_scale
         }
         const DType out = integer_ ? DType::Int32 : y_zp->dtype();
+        const Tensor* sum = sum_ ? &ctx.input(9) : nullptr;
+        if (sum_ && (!sum_params_ || !int8_type(sum->dtype()) || *constant_y_scale_ != ctx.input(6).data_ptr<float>()[0] ||
+                     (ctx.has_input(11) && ctx.input(11).dtype() != sum->dtype())))
+            return fallback(ctx);
         std::vector<int64_t> key = x.shape();
+        if (sum) {
+            const dnnl::memory::desc sum_desc = desc_of(*sum, plain_of(to_dims(sum->shape()), *int8_type(sum->dtype())));
+            key.push_back(static_cast<int64_t>(sum->dtype()));
+            for (int64_t k : layout_key(sum_desc)) key.push_back(k);
+        }
         key.insert(key.end(), w.shape().begin(), w.shape().end());
         key.push_back(static_cast<int64_t>(x.dtype()));
         key.push_back(static_cast<int64_t>(out));
@@ -461,8 +481,9 @@ public:
         const bool src_zp = *xz != 0, dst_zp = yz.value_or(0) != 0;
         key.push_back(src_zp);
         key.push_back(dst_zp);
-        const auto entry = cache_.get(key, [&] { return build(x, w.shape(), out, bias != nullptr, src_zp, dst_zp); });
+        const auto entry = cache_.get(key, [&] { return build(x, w.shape(), out, bias != nullptr, src_zp, dst_zp, sum); });
         if (!entry) return fallback(ctx);
+        if (sum && sum->shape() != entry->out_shape) return fallback(ctx);
 
         dnnl::stream stream(*cpu_engine());
         const dnnl::memory src = (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
@@ -491,6 +512,13 @@ public:
                 args.emplace(DNNL_ARG_BIAS, memory_over(entry->bias, float_bias.data()));
             }
         }
+        if (sum) {  // the sum post-op adds what dst holds: S, in dst's layout
+            if (entry->sum_reorder)
+                entry->sum_reorder->execute(stream, {{DNNL_ARG_FROM, memory_over(entry->sum_src, sum->data())},
+                                                     {DNNL_ARG_TO, memory_over(entry->sum_dst, dst.get_data_handle())}});
+            else
+                std::memcpy(dst.get_data_handle(), sum->data(), entry->dst.get_size());
+        }
         entry->conv.execute(stream, std::move(args));
         if (!write_layout && entry->dst_layout)
             entry->dst_to_plain->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
@@ -498,10 +526,15 @@ public:
         ctx.outputs[0] = std::move(y);
     }
 
-    bool reads_layout(size_t input) const override { return input == 0; }
+    bool reads_layout(size_t input) const override { return input == 0 || (sum_ && input == 9); }
     bool writes_layout(size_t output) const override { return output == 0; }
 
 private:
+    struct SumParams {
+        float scale;  // S_scale / y_scale: S's steps in output steps
+        int32_t zero_point;
+    };
+
     bool handles_shapes(const Tensor& x, const Tensor& w) const {
         const size_t rank = x.ndim();
         if (rank < 3 || rank > 5 || w.ndim() != rank || x.num_elements() == 0 || w.num_elements() == 0) return false;
@@ -512,7 +545,7 @@ private:
     }
 
     std::shared_ptr<const QConvEntry> build(const Tensor& x, const std::vector<int64_t>& w_shape, DType out,
-                                            bool has_bias, bool src_zp, bool dst_zp) const {
+                                            bool has_bias, bool src_zp, bool dst_zp, const Tensor* sum) const {
         const std::vector<int64_t>& x_shape = x.shape();
         const ConvGeometry g = conv_geometry(window_, group_, x_shape, w_shape, node_);
         const int64_t maps = w_shape[0];
@@ -534,6 +567,7 @@ private:
             attr.set_scales_mask(DNNL_ARG_WEIGHTS, group_ > 1 ? 3 : 1);  // per output channel
             if (dst_zp) attr.set_zero_points_mask(DNNL_ARG_DST, 0);
             dnnl::post_ops ops;
+            if (sum) ops.append_sum(sum_params_->scale, sum_params_->zero_point, *int8_type(sum->dtype()));
             activation_.append(ops, constant_y_scale_.value_or(1.0f));
             attr.set_post_ops(ops);
         }
@@ -556,10 +590,20 @@ private:
         }
         if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
         else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
+        if (sum) {
+            const DataType sum_type = *int8_type(sum->dtype());
+            const auto sum_dst = with_type(entry->dst, sum_type);
+            if (!sum_dst) return nullptr;
+            entry->sum_src = desc_of(*sum, plain_of(to_dims(sum->shape()), sum_type));
+            entry->sum_dst = *sum_dst;
+            if (!same_byte_order(entry->sum_src, entry->sum_dst)) entry->sum_reorder = make_reorder(entry->sum_src, entry->sum_dst);
+        }
         return entry;
     }
 
     bool integer_;
+    bool sum_;  // QLinearConvAdd
+    std::optional<SumParams> sum_params_;
     ops::WindowAttributes window_;
     int64_t group_;
     Activation activation_;
@@ -852,6 +896,7 @@ void add_quant_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
     kernels["::QLinearMatMul"] = factory<QMatMulKernel>("QLinearMatMul");
     kernels["::MatMulInteger"] = factory<QMatMulKernel>("MatMulInteger");
     kernels["com.pyflame::FusedQLinearConv"] = factory<QConvKernel>("FusedQLinearConv", "com.pyflame");
+    kernels["com.pyflame::QLinearConvAdd"] = factory<QConvKernel>("QLinearConvAdd", "com.pyflame");
     kernels["com.pyflame::DynamicQuantizeMatMul"] = factory<QMatMulKernel>("DynamicQuantizeMatMul", "com.pyflame");
     kernels["com.pyflame::QLinearAdd"] = factory<QLinearAddKernel>("QLinearAdd", "com.pyflame");
     kernels["com.pyflame::QGemm"] = factory<QMatMulKernel>("QGemm", "com.pyflame");
