@@ -266,7 +266,10 @@ void Calibrator::observe(const std::unordered_map<std::string, Tensor>& input_fe
         options.optimization_level = 1;  // fusions must not hide the tensors we watch
         s.session = std::make_unique<InferenceSession>(s.graph, options);
     }
-    std::vector<Tensor> values = s.session->run(s.output_tracked, input_feed);
+    // Nothing to fetch (no quantizable tensor past the inputs): an empty name list would mean
+    // every graph output.
+    std::vector<Tensor> values;
+    if (!s.output_tracked.empty()) values = s.session->run(s.output_tracked, input_feed);
     // Only after the run succeeded: a bad feed leaves the statistics as they were.
     for (const auto& name : s.input_tracked) {
         auto it = input_feed.find(name);

@@ -168,8 +168,6 @@ StaticPlan plan_static(const Graph& graph, const QuantConfig& config, const std:
                 continue;
             }
             plan.weighted_nodes.push_back(i);
-            add(n.inputs()[0]);
-            add(n.outputs()[0]);
         } else {
             bool any = false;
             for (size_t k = 0; k < quantized_input_count(n) && k < n.inputs().size(); ++k) any |= is_float_activation(n.inputs()[k]);
@@ -181,9 +179,54 @@ StaticPlan plan_static(const Graph& graph, const QuantConfig& config, const std:
                 continue;
             }
             plan.activation_nodes.push_back(i);
-            for (size_t k = 0; k < quantized_input_count(n) && k < n.inputs().size(); ++k) add(n.inputs()[k]);
-            add(n.outputs()[0]);
         }
+    }
+    // An activation op is quantized only on a path into a quantized Conv/MatMul/Gemm (ResNet's
+    // Add -> Relu -> Conv; not a transformer's residual Add -> LayerNormalization or the
+    // Reshape/Transpose chain into the attention's float MatMuls): elsewhere its QDQ pairs
+    // would only cost passes and precision.
+    // Ops that only move values (no int8 kernel of their own) are quantized only between two
+    // quantized ops: DequantizeLinear -> Transpose -> QuantizeLinear after a float op is waste.
+    std::unordered_map<std::string, std::vector<size_t>> readers;
+    std::unordered_map<std::string, size_t> producer;
+    for (size_t i = 0; i < nodes.size(); ++i) {
+        for (const auto& in : nodes[i]->inputs()) readers[in].push_back(i);
+        for (const auto& out : nodes[i]->outputs()) producer[out] = i;
+    }
+    const std::unordered_set<size_t> weighted(plan.weighted_nodes.begin(), plan.weighted_nodes.end());
+    std::unordered_set<size_t> quantized;
+    auto keep_feeding_quantized = [&] {  // backwards: activation ops whose output a quantized op reads
+        quantized = weighted;
+        std::vector<size_t> kept;
+        for (auto it = plan.activation_nodes.rbegin(); it != plan.activation_nodes.rend(); ++it) {
+            bool feeds_quantized = false;
+            for (size_t r : readers[nodes[*it]->outputs()[0]]) feeds_quantized |= quantized.count(r) != 0;
+            if (!feeds_quantized) continue;
+            quantized.insert(*it);
+            kept.insert(kept.begin(), *it);
+        }
+        plan.activation_nodes = std::move(kept);
+    };
+    keep_feeding_quantized();
+    std::vector<size_t> kept;
+    for (size_t i : plan.activation_nodes) {
+        const std::string& op = nodes[i]->op_type();
+        const bool moves_only = op == "Reshape" || op == "Transpose" || op == "Squeeze" || op == "Unsqueeze" || op == "Flatten";
+        auto p = producer.find(nodes[i]->inputs()[0]);
+        if (moves_only && (p == producer.end() || !quantized.count(p->second))) {
+            quantized.erase(i);
+            continue;
+        }
+        kept.push_back(i);
+    }
+    plan.activation_nodes = std::move(kept);
+    keep_feeding_quantized();
+    for (size_t i = 0; i < nodes.size(); ++i) {
+        if (!quantized.count(i)) continue;
+        const Node& n = *nodes[i];
+        const size_t count = weighted.count(i) ? 1 : std::min(quantized_input_count(n), n.inputs().size());
+        for (size_t k = 0; k < count; ++k) add(n.inputs()[k]);
+        add(n.outputs()[0]);
     }
     return plan;
 }

@@ -8,7 +8,11 @@
 //    Conv keeps float compute on its int8 weights (DequantizeLinear -> Conv: on-the-fly int8
 //    convolution costs more than it saves here).
 //  - StaticInt8 (QDQ form): QuantizeLinear/DequantizeLinear pairs on calibrated activations,
-//    DequantizeLinear on int8 weights (per tensor or per output channel) and int32 biases.
+//    DequantizeLinear on int8 weights (per tensor or per output channel) and int32 biases. With
+//    symmetric int8 activations, a tensor calibrated never negative (a Relu's output) is uint8
+//    with zero point 0 (the Calibrator's choice), and a Relu right after a quantized
+//    Conv/MatMul/Gemm/Add whose output zero point is the type's minimum is dropped (the
+//    quantization clamps at 0 already).
 // The input graph is never modified; a bad configuration raises ValidationError.
 #include <functional>
 #include <memory>
