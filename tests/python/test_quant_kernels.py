@@ -413,3 +413,37 @@ def test_half_precision_matmul_and_gemm_of_activations(tmp_path, dtype):
     if half == "f16" and not batched:
         pytest.skip("no native f16 matmul on this CPU")
     assert len(batched) == 2, batched
+
+
+def test_bfloat16_gelu_and_broadcast_arithmetic(tmp_path):
+    """A BF16 graph's erf-GELU pattern fuses into one Gelu (its constants are bfloat16), and Gelu,
+    Add (bias broadcast, either order), Sub, Div run on bfloat16 in float32 with one rounding
+    per result: numpy on the widened values, rounded once."""
+    import ml_dtypes
+    bf16 = ml_dtypes.bfloat16
+    inits = {"sqrt2": np.array(np.sqrt(2.0), bf16), "one": np.array(1.0, bf16), "half": np.array(0.5, bf16)}
+    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["x", "e1"], ["m"]),
+             helper.make_node("Mul", ["m", "half"], ["gelu"]),
+             helper.make_node("Add", ["bias", "x"], ["biased"]),  # the broadcast operand first
+             helper.make_node("Sub", ["x", "y"], ["sub"]), helper.make_node("Div", ["x", "bias"], ["div"])]
+    bf = TensorProto.BFLOAT16
+    graph = helper.make_graph(nodes, "bf16", [helper.make_tensor_value_info(k, bf, None) for k in ("x", "y", "bias")],
+                              [helper.make_tensor_value_info(k, bf, None) for k in ("gelu", "biased", "sub", "div")],
+                              [numpy_helper.from_array(v.view(np.uint16), k) for k, v in inits.items()])
+    for init in graph.initializer:
+        init.data_type = bf
+    path = tmp_path / "bf16.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    assert optimized_ops(path).count("Gelu") == 1
+    rng = np.random.default_rng(6)
+    feeds = {"x": rng.standard_normal((2, 64, 96)).astype(bf16), "y": rng.standard_normal((2, 64, 96)).astype(bf16),
+             "bias": (rng.standard_normal(96) + 3.0).astype(bf16)}
+    w = {k: v.astype(np.float32) for k, v in feeds.items()}
+    from math import erf
+    gelu = 0.5 * w["x"] * (1.0 + np.vectorize(erf)(w["x"] / np.sqrt(2.0)))
+    expected = [gelu, w["bias"] + w["x"], w["x"] - w["y"], w["x"] / w["bias"]]
+    for got, want in zip(ours(path, feeds), expected):
+        assert got.dtype == bf16 and got.shape == want.shape
+        # One bfloat16 rounding of the float32 result (8 significant bits).
+        np.testing.assert_allclose(got.astype(np.float32), want, rtol=2 ** -8, atol=1e-6)

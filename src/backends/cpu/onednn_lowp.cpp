@@ -355,6 +355,120 @@ private:
     ShapeCache<LowpBatchedMatMulEntry> cache_;
 };
 
+// ---------------------------------------------------------------------------------------------
+// Gelu and the binary arithmetic ops (Add, Sub, Mul, Div) on half-precision tensors: oneDNN's
+// eltwise and binary primitives read and write the half type and compute in float32, one
+// rounding per result (the reference kernels convert element by element). Wrap the kernel made
+// for the node, which runs every other input.
+
+struct LowpElementwiseEntry {
+    dnnl::memory::desc a, b, y;
+    std::vector<int64_t> out_shape;
+    Step step;
+};
+
+class LowpElementwiseKernel final : public FastKernel {
+public:
+    LowpElementwiseKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> inner)
+        : FastKernel(info, nullptr), inner_(std::move(inner)), op_(info.node.op_type()),
+          gelu_tanh_(op_ == "Gelu" && info.node.get_attribute<std::string>("approximate", "none") == "tanh") {}
+
+    bool reads_layout(size_t input) const override { return inner_->reads_layout(input); }
+    bool writes_layout(size_t output) const override { return inner_->writes_layout(output); }
+
+    void compute(ops::KernelContext& ctx) const override {
+        const bool unary = op_ == "Gelu";
+        const Tensor* a = &ctx.input(0);
+        const Tensor* b = unary ? nullptr : &ctx.input(1);
+        const auto half = half_type(a->dtype());
+        // Small tensors (shape arithmetic, scalars) stay with the element loop: a primitive call
+        // costs more than it saves there.
+        constexpr int64_t kMinElements = 4096;
+        if (!half || !a->is_plain() || (b && (b->dtype() != a->dtype() || !b->is_plain())) ||
+            std::max(a->num_elements(), b ? b->num_elements() : 0) < kMinElements)
+            return inner_->compute(ctx);
+        std::vector<int64_t> out_shape = a->shape();
+        if (b) {
+            // oneDNN broadcasts the second source only: the full-shaped operand goes first
+            // (Add and Mul commute; Sub and Div need it there already).
+            const auto broadcast = broadcast_shape(a->shape(), b->shape());
+            if (!broadcast) return inner_->compute(ctx);
+            out_shape = *broadcast;
+            if (a->shape() != out_shape) {
+                if (b->shape() != out_shape || (op_ != "Add" && op_ != "Mul")) return inner_->compute(ctx);
+                std::swap(a, b);
+            }
+        }
+        apply_thread_budget(ctx.num_threads);
+        std::vector<int64_t> key = a->shape();
+        if (b) key.insert(key.end(), b->shape().begin(), b->shape().end());
+        key.push_back(static_cast<int64_t>(a->dtype()));
+        key.push_back(b ? static_cast<int64_t>(b->ndim()) : -1);
+        const auto entry = cache_.get(key, [&] { return build(a->shape(), b ? &b->shape() : nullptr, *half); });
+        if (!entry) return inner_->compute(ctx);
+        Tensor y(entry->out_shape, a->dtype());
+        dnnl::stream stream(*cpu_engine());
+        if (b)
+            entry->step.execute(stream, {{DNNL_ARG_SRC_0, memory_over(entry->a, a->data())},
+                                         {DNNL_ARG_SRC_1, memory_over(entry->b, b->data())},
+                                         {DNNL_ARG_DST, memory_over(entry->y, y.data())}});
+        else
+            entry->step.execute(stream, {{DNNL_ARG_SRC, memory_over(entry->a, a->data())},
+                                         {DNNL_ARG_DST, memory_over(entry->y, y.data())}});
+        stream.wait();
+        ctx.outputs[0] = std::move(y);
+    }
+
+private:
+    static std::optional<std::vector<int64_t>> broadcast_shape(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+        const size_t rank = std::max(a.size(), b.size());
+        std::vector<int64_t> out(rank);
+        for (size_t i = 0; i < rank; ++i) {
+            const int64_t da = i + a.size() >= rank ? a[i + a.size() - rank] : 1;
+            const int64_t db = i + b.size() >= rank ? b[i + b.size() - rank] : 1;
+            if (da != db && da != 1 && db != 1) return std::nullopt;
+            out[i] = std::max(da, db);
+        }
+        return out;
+    }
+
+    std::shared_ptr<const LowpElementwiseEntry> build(const std::vector<int64_t>& a_shape, const std::vector<int64_t>* b_shape,
+                                                      DataType half) const {
+        auto entry = std::make_shared<LowpElementwiseEntry>();
+        entry->out_shape = a_shape;
+        entry->a = entry->y = strided(to_dims(a_shape), half);
+        try {
+            if (!b_shape) {
+                const dnnl::eltwise_forward::primitive_desc pd(
+                    *cpu_engine(), dnnl::prop_kind::forward_inference,
+                    gelu_tanh_ ? dnnl::algorithm::eltwise_gelu_tanh : dnnl::algorithm::eltwise_gelu_erf, entry->a, entry->y,
+                    0.0f, 0.0f, base_attr());
+                if (!optimized(pd)) return nullptr;
+                entry->step = Step{dnnl::eltwise_forward(pd), pd.scratchpad_desc()};
+                return entry;
+            }
+            Dims b_dims(a_shape.size(), 1);  // b's shape, right-aligned to a's rank
+            for (size_t i = 0; i < b_shape->size(); ++i) b_dims[a_shape.size() - b_shape->size() + i] = (*b_shape)[i];
+            entry->b = strided(b_dims, half);
+            const dnnl::algorithm alg = op_ == "Add"   ? dnnl::algorithm::binary_add
+                                        : op_ == "Sub" ? dnnl::algorithm::binary_sub
+                                        : op_ == "Mul" ? dnnl::algorithm::binary_mul
+                                                       : dnnl::algorithm::binary_div;
+            const dnnl::binary::primitive_desc pd(*cpu_engine(), alg, entry->a, entry->b, entry->y, base_attr());
+            if (!optimized(pd)) return nullptr;
+            entry->step = Step{dnnl::binary(pd), pd.scratchpad_desc()};
+        } catch (const dnnl::error&) {
+            return nullptr;
+        }
+        return entry;
+    }
+
+    std::unique_ptr<ops::OpKernel> inner_;
+    std::string op_;
+    bool gelu_tanh_;
+    ShapeCache<LowpElementwiseEntry> cache_;
+};
+
 // Wraps the factory registered under `key`: nodes whose weights are a half-precision
 // initializer (how FP16/BF16 graphs come) get the kernel here, over what that factory makes;
 // every other node gets that factory's kernel untouched (its layout contract included).
@@ -376,6 +490,16 @@ void add_lowp_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
     wrap<LowpConvKernel>(kernels, "com.pyflame::FusedConv");
     wrap<LowpMatMulKernel>(kernels, "::MatMul");
     wrap<LowpMatMulKernel>(kernels, "::Gemm");
+    for (const char* op : {"::Gelu", "::Add", "::Sub", "::Mul", "::Div"}) {
+        auto it = kernels.find(op);
+        if (it == kernels.end()) continue;
+        ops::KernelFactory made_for = it->second;
+        it->second = [made_for](const ops::KernelInfo& info) -> std::unique_ptr<ops::OpKernel> {
+            std::unique_ptr<ops::OpKernel> made = made_for(info);
+            if (!cpu_engine()) return made;
+            return std::make_unique<LowpElementwiseKernel>(info, std::move(made));
+        };
+    }
     // MatMul of two computed inputs (no constant B): the batched half-precision kernel.
     ops::KernelFactory matmul = kernels.at("::MatMul");
     kernels["::MatMul"] = [matmul](const ops::KernelInfo& info) -> std::unique_ptr<ops::OpKernel> {
