@@ -447,3 +447,29 @@ def test_bfloat16_gelu_and_broadcast_arithmetic(tmp_path):
         assert got.dtype == bf16 and got.shape == want.shape
         # One bfloat16 rounding of the float32 result (8 significant bits).
         np.testing.assert_allclose(got.astype(np.float32), want, rtol=2 ** -8, atol=1e-6)
+
+
+def test_cast_float32_bfloat16_round_trip_matches_ml_dtypes(tmp_path):
+    """The Casts at a BF16 graph's float32 boundaries: round to nearest even like ml_dtypes on
+    random bit patterns (ties, denormals, infinities, NaN), and every bfloat16 widens exactly."""
+    import ml_dtypes
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0, 2 ** 32, 200_000, dtype=np.uint64).astype(np.uint32)
+    bits[:4] = [0x3F808000, 0x3F818000, 0x7F800000, 0x00008000]  # ties to even (down, up), inf, denormal tie
+    x = bits.view(np.float32)
+    every = np.arange(2 ** 16, dtype=np.uint16).view(ml_dtypes.bfloat16)
+    nodes = [helper.make_node("Cast", ["x"], ["narrow"], to=TensorProto.BFLOAT16),
+             helper.make_node("Cast", ["h"], ["wide"], to=TensorProto.FLOAT)]
+    path = save(make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, None),
+                                   helper.make_tensor_value_info("h", TensorProto.BFLOAT16, None)],
+                           [helper.make_tensor_value_info("narrow", TensorProto.BFLOAT16, None),
+                            helper.make_tensor_value_info("wide", TensorProto.FLOAT, None)], {}), tmp_path / "cast.onnx")
+    narrow, wide = ours(path, {"x": x, "h": every})
+    expected = x.astype(ml_dtypes.bfloat16)
+    nan = np.isnan(x)
+    assert np.array_equal(np.isnan(narrow.astype(np.float32)), nan)
+    np.testing.assert_array_equal(narrow.view(np.uint16)[~nan], expected.view(np.uint16)[~nan])
+    widened = every.astype(np.float32)
+    wide_nan = np.isnan(widened)
+    assert np.array_equal(np.isnan(wide), wide_nan)
+    np.testing.assert_array_equal(wide.view(np.uint32)[~wide_nan], widened.view(np.uint32)[~wide_nan])
