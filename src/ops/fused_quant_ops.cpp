@@ -11,6 +11,9 @@
 //     QuantizeLinear(DequantizeLinear(A) + DequantizeLinear(B)).
 //   QGemm(A, a_scale, a_zp, B (K, N), b_scale (per column), b_zp, [C int32], y_scale, y_zp) =
 //     QuantizeLinear(DequantizeLinear(A) x DequantizeLinear(B) + C * a_scale * b_scale).
+//   MatMulIntegerToFloat(A, B (K, N), a_scale, b_scale (per column), [a_zp], [b_zp], [bias]) =
+//     DequantizeLinear(A) x DequantizeLinear(B) + bias, float32 (as com.microsoft's): a quantized
+//     MatMul/Gemm whose output no quantized op reads.
 //   DynamicQuantizeMatMul(A, B, b_scale, [b_zp], [bias]) = the dynamic-quantization chain
 //     DynamicQuantizeLinear(A) -> MatMulInteger -> Cast(float) -> Mul(a_scale * b_scale) -> Add(bias).
 // Their reference kernels compose the reference kernels of the parts, so the math is defined
@@ -195,6 +198,27 @@ void infer_qgemm(InferenceContext& ctx) {
     ctx.set_output(0, ctx.has_input(8) ? ctx.input(8).dtype : DType::UInt8, Shape{a[0], b[1]});
 }
 
+// ---- MatMulIntegerToFloat ----
+
+class MatMulIntegerToFloatKernel final : public NodeKernel {
+public:
+    explicit MatMulIntegerToFloatKernel(const KernelInfo& info)
+        : NodeKernel(info.node), dequantize_("DequantizeLinear", info.node.name() + "_dq", 3, 1),
+          dequantize_columns_("DequantizeLinear", info.node.name() + "_dqb", 3, 1, {{"axis", 1}}),
+          matmul_("MatMul", info.node.name() + "_mm", 2, 1), add_("Add", info.node.name() + "_add", 2, 1) {}
+
+    void compute(KernelContext& ctx) const override {
+        const Tensor a = dequantize_.run({&ctx.input(0), &ctx.input(2), optional_input(ctx, 4)}, ctx.num_threads)[0];
+        const Tensor b = dequantize_columns_.run({&ctx.input(1), &ctx.input(3), optional_input(ctx, 5)}, ctx.num_threads)[0];
+        Tensor y = matmul_.run({&a, &b}, ctx.num_threads)[0];
+        if (ctx.has_input(6)) y = add_.run({&y, &ctx.input(6)}, ctx.num_threads)[0];
+        ctx.outputs[0] = std::move(y);
+    }
+
+private:
+    Part dequantize_, dequantize_columns_, matmul_, add_;
+};
+
 // ---- DynamicQuantizeMatMul ----
 
 class DynamicQuantizeMatMulKernel final : public NodeKernel {
@@ -241,6 +265,8 @@ void register_fused_quant_ops(OpTable& table) {
                        [](const KernelInfo& info) { return std::make_unique<QLinearAddKernel>(info); }});
     table.add(OpSchema{"QGemm", "com.pyflame", 1, 8, 9, 1, 1, infer_qgemm,
                        [](const KernelInfo& info) { return std::make_unique<QGemmKernel>(info); }});
+    table.add(OpSchema{"MatMulIntegerToFloat", "com.pyflame", 1, 4, 7, 1, 1, infer_dynamic_quantize_matmul,
+                       [](const KernelInfo& info) { return std::make_unique<MatMulIntegerToFloatKernel>(info); }});
     table.add(OpSchema{"DynamicQuantizeMatMul", "com.pyflame", 1, 3, 5, 1, 1, infer_dynamic_quantize_matmul,
                        [](const KernelInfo& info) { return std::make_unique<DynamicQuantizeMatMulKernel>(info); }});
 }

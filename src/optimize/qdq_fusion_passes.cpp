@@ -2,7 +2,9 @@
 //   fuse_qdq_conv_matmul: DequantizeLinear(x), DequantizeLinear(w constant) [, bias] -> Conv,
 //     MatMul or Gemm [-> Relu/Clip after Conv] -> QuantizeLinear becomes QLinearConv /
 //     QLinearMatMul / com.pyflame QGemm (or com.pyflame FusedQLinearConv with the activation):
-//     int8 in, int8 out, requantized in the kernel, so chains of quantized ops stay in int8.
+//     int8 in, int8 out, requantized in the kernel, so chains of quantized ops stay in int8; a
+//     MatMul/Gemm with no QuantizeLinear after it becomes com.pyflame MatMulIntegerToFloat
+//     (int8 in, float32 out; fuse_matmul_integer_to_float_bias then takes in a following bias Add).
 //   fuse_qdq_add: DequantizeLinear(a), DequantizeLinear(b) -> Add -> QuantizeLinear becomes
 //     com.pyflame QLinearAdd (ResNet's quantized shortcut additions).
 //   fuse_qlinearconv_add: QLinearConv read only by a QLinearAdd becomes com.pyflame
@@ -158,9 +160,10 @@ protected:
             if (axis != channel_axis || w->scale_value->ndim() != 1 || w->scale_value->num_elements() != channels)
                 return false;
         }
-        // What follows: [Relu | Clip] -> QuantizeLinear.
+        // What follows: [Relu | Clip] -> QuantizeLinear; for a MatMul/Gemm possibly nothing
+        // quantized (then a float32 output: MatMulIntegerToFloat).
         const auto* next = sole_consumer(graph, uses, op->outputs()[0]);
-        if (!next) return false;
+        if (!next && conv) return false;
         const Node* activation = nullptr;
         std::vector<double> bounds;
         if (conv && ((*next)->op_type() == "Relu" || (*next)->op_type() == "Clip") && is_default(**next) &&
@@ -174,8 +177,8 @@ protected:
             next = sole_consumer(graph, uses, activation->outputs()[0]);
             if (!next) return false;
         }
-        const auto y = output_quantize(graph, uses, **next);
-        if (!y) return false;
+        const auto y = next ? output_quantize(graph, uses, **next) : std::nullopt;
+        if (!y && conv) return false;
 
         // Inputs of the int8 node; a missing weight zero point becomes explicit zeros.
         std::optional<Tensor> bias;
@@ -192,6 +195,27 @@ protected:
         if (trans_b) {  // QGemm takes B as (K, N): transposed once, here
             weights = unique_name(graph, w->data + "_transposed");
             graph.add_initializer(weights, transposed(*wq));
+        }
+        if (!y) {  // float32 output: the bias in real units, added as the product is written
+            std::string bias_name;
+            if (bias) {
+                Tensor real({channels}, DType::Float32);
+                const float xs = x->scale_value->data_ptr<float>()[0];
+                for (int64_t m = 0; m < channels; ++m)
+                    real.data_ptr<float>()[m] = static_cast<float>(bias->data_ptr<int32_t>()[m]) *
+                                                (xs * w->scale_value->data_ptr<float>()[w->scale_value->num_elements() == 1 ? 0 : m]);
+                bias_name = unique_name(graph, op->name() + "_bias");
+                graph.add_initializer(bias_name, real);
+            }
+            std::vector<std::string> inputs{x->data, weights, x->scale, w->scale, x->zero_point, w_zp};
+            if (bias) inputs.push_back(bias_name);
+            auto fused = std::make_shared<Node>("MatMulIntegerToFloat", unique_name(graph, op->name() + "_quant"), inputs,
+                                                op->outputs());
+            fused->set_domain("com.pyflame");
+            graph.opset_imports().emplace("com.pyflame", 1);
+            replace_nodes(graph, op.get(), fused, {});
+            ++r.nodes_fused;
+            return true;
         }
         std::string bias_name;
         if (bias) {
@@ -467,6 +491,37 @@ private:
     }
 };
 
+// MatMulIntegerToFloat without a bias, read only by an Add of a constant [N] float32 vector
+// (a transformer projection's bias, constant once Identity copies are gone), takes it in.
+class FuseMatMulIntegerToFloatBias : public NodeRewritePass {
+public:
+    std::string name() const override { return "fuse_matmul_integer_to_float_bias"; }
+    int level() const override { return 2; }
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& mm, PassResult& r) const override {
+        if (mm->op_type() != "MatMulIntegerToFloat" || mm->domain() != "com.pyflame" || mm->has_input(6) ||
+            mm->outputs().size() != 1)
+            return false;
+        const Tensor* b = constant(graph, uses, mm->inputs()[1]);
+        const auto* add = sole_consumer(graph, uses, mm->outputs()[0]);
+        if (!b || b->ndim() != 2 || !add || (*add)->op_type() != "Add" || !is_default(**add) || (*add)->inputs().size() != 2 ||
+            (*add)->inputs()[0] == (*add)->inputs()[1])
+            return false;
+        const std::string& other = (*add)->inputs()[0] == mm->outputs()[0] ? (*add)->inputs()[1] : (*add)->inputs()[0];
+        const Tensor* c = constant(graph, uses, other);
+        if (!c || c->dtype() != DType::Float32 || c->ndim() != 1 || c->num_elements() != b->shape()[1]) return false;
+        std::vector<std::string> inputs = mm->inputs();
+        inputs.resize(6);
+        inputs.push_back(other);
+        auto fused = std::make_shared<Node>("MatMulIntegerToFloat", mm->name(), inputs, (*add)->outputs());
+        fused->set_domain("com.pyflame");
+        replace_nodes(graph, mm.get(), fused, {add->get()});
+        ++r.nodes_fused;
+        return true;
+    }
+};
+
 // QLinearConv whose only reader is a QLinearAdd (a residual block's last convolution plus its
 // shortcut) becomes com.pyflame QLinearConvAdd: the sum is formed from the convolution's exact
 // value and requantized once to the addition's parameters (oneDNN's sum post-op), so the
@@ -518,6 +573,7 @@ protected:
 void add_qdq_fusion_passes(std::vector<std::unique_ptr<GraphPass>>& passes) {
     passes.push_back(std::make_unique<FuseQdqConvMatMul>());
     passes.push_back(std::make_unique<FuseQLinearConvActivation>());  // after QDQ convs became QLinearConv
+    passes.push_back(std::make_unique<FuseMatMulIntegerToFloatBias>());
     passes.push_back(std::make_unique<FuseQdqAdd>());
     passes.push_back(std::make_unique<FuseQLinearConvAdd>());  // after QDQ adds became QLinearAdd
     passes.push_back(std::make_unique<FuseQdqMaxPool>());

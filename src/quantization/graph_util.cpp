@@ -226,7 +226,11 @@ StaticPlan plan_static(const Graph& graph, const QuantConfig& config, const std:
         const Node& n = *nodes[i];
         const size_t count = weighted.count(i) ? 1 : std::min(quantized_input_count(n), n.inputs().size());
         for (size_t k = 0; k < count; ++k) add(n.inputs()[k]);
-        add(n.outputs()[0]);
+        // A MatMul/Gemm output no quantized op reads stays float (int8 in, float32 out: no
+        // rounding to int8 before a bias Add, LayerNormalization or the graph output).
+        bool read_quantized = n.op_type() == "Conv" || !weighted.count(i);
+        for (size_t r : readers[n.outputs()[0]]) read_quantized |= quantized.count(r) != 0;
+        if (read_quantized) add(n.outputs()[0]);
     }
     return plan;
 }

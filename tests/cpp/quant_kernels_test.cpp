@@ -275,6 +275,34 @@ TEST(QuantKernels, MatMulIntegerIsExact) {
         }
 }
 
+TEST(QuantKernels, MatMulIntegerToFloatMatchesReference) {
+    // int8 in, float32 out (a quantized projection read by float ops): the same float32 value
+    // up to summation order.
+    int seed = 380;
+    for (DType a_type : {DType::UInt8, DType::Int8})
+        for (bool with_bias : {true, false}) {
+            std::vector<std::string> names{"a", "b", "as", "bs", "az", "bz"};
+            if (with_bias) names.push_back("bias");
+            Node node("MatMulIntegerToFloat", "mmf", names, {"y"});
+            node.set_domain("com.pyflame");
+            const Tensor a = random_8bit({2, 5, 64}, a_type, seed++);
+            const Tensor b = random_8bit({64, 24}, DType::Int8, seed++);
+            const Tensor as = scalar_f32(0.03f), bs = random_floats({24}, 0.001f, 0.01f, seed++);
+            const Tensor az = scalar_8bit(a_type, a_type == DType::Int8 ? -3 : 120), bz = Tensor::zeros({24}, DType::Int8);
+            const Tensor bias = random_floats({24}, -1.0f, 1.0f, seed++);
+            std::vector<const Tensor*> inputs{&a, &b, &as, &bs, &az, &bz};
+            if (with_bias) inputs.push_back(&bias);
+            std::vector<const Tensor*> constants{nullptr, &b, &as, &bs, &az, &bz};
+            if (with_bias) constants.push_back(&bias);
+            const auto fast = fast_kernel(node, constants);
+            EXPECT_EQ(is_onednn_kernel(*fast), onednn_available());
+            const Tensor expected = run(*reference_kernel(node), inputs)[0];
+            double peak = 0;
+            for (int64_t i = 0; i < expected.num_elements(); ++i) peak = std::max(peak, std::fabs(element(expected, i)));
+            expect_within(run(*fast, inputs)[0], expected, 1e-5 * peak + 1e-6, "MatMulIntegerToFloat");
+        }
+}
+
 TEST(QuantKernels, QLinearMatMulWithinOneStep) {
     int seed = 400;
     for (DType a_type : {DType::UInt8, DType::Int8})

@@ -222,9 +222,12 @@ def test_static_int8_qdq_matches_fp32_and_onnxruntime_runs_the_export(model, met
     path = tmp_path / "qdq.onnx"
     rt.export_onnx(g, path)
     theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    # ONNX Runtime runs the QDQ graph with integer kernels; results agree to an output step or two.
-    out_scale = result.quant_info.get_params("output").scales[0]
-    np.testing.assert_allclose(ours, theirs, atol=2.01 * out_scale, rtol=0)
+    # The last Gemm's output stays float32 (no quantized op reads it). ONNX Runtime runs the QDQ
+    # graph with its own integer kernels: a rounding step here and there in the activations
+    # before it moves the outputs by a little.
+    assert not result.quant_info.has_params("output")
+    np.testing.assert_allclose(ours, theirs, atol=0.03 * np.abs(theirs).max(), rtol=0)
+    assert _cosine(ours, theirs) > 0.999
 
 
 def test_static_int8_exclude_ops_leaves_those_nodes_in_float(model):
@@ -308,11 +311,15 @@ def _numpy_params(lo, hi, dtype, symmetric):
 
 
 def _identity_graph():
+    """x -> MatMul(W) -> y -> MatMul(W2) -> z: y is an activation a quantized MatMul reads (the
+    last output, read by nothing quantized, stays float and is not tracked)."""
     g = rt.Graph("calib")
     g.add_input("x", [None, 64], rt.DType.Float32)
-    g.add_output("y", [None, 8], rt.DType.Float32)
+    g.add_output("z", [None, 4], rt.DType.Float32)
     g.add_initializer("W", np.linspace(-1, 1, 64 * 8, dtype=np.float32).reshape(64, 8))
+    g.add_initializer("W2", np.linspace(-1, 1, 8 * 4, dtype=np.float32).reshape(8, 4))
     g.add_node("mm", "MatMul", ["x", "W"], ["y"])
+    g.add_node("mm2", "MatMul", ["y", "W2"], ["z"])
     return g
 
 
@@ -341,6 +348,8 @@ def test_calibration_stats_and_minmax_params_match_numpy(calibration_data):
         assert p.scales[0] == pytest.approx(scale, rel=1e-6) and p.zero_points[0] == zp
     with pytest.raises(KeyError):
         calibrator.get_stats("W")
+    with pytest.raises(KeyError):
+        calibrator.get_stats("z")
 
 
 def _histogram(data):
@@ -621,4 +630,6 @@ def test_static_int8_quantizes_every_encoder_weight_matmul(encoder, tmp_path):
     theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     assert _cosine(ours, theirs) > 0.999
     ops = _optimized_op_types(rt.import_module.ONNXImporter().import_model(str(path)).graph)
-    assert ops.count("QLinearMatMul") + ops.count("QGemm") == weighted
+    # Every projection is int8 in; its output, read by float ops (bias Add, LayerNormalization,
+    # the attention's float MatMuls), comes out float32 with the bias added.
+    assert ops.count("MatMulIntegerToFloat") == weighted and ops.count("QLinearMatMul") + ops.count("QGemm") == 0

@@ -623,7 +623,7 @@ struct QMatMulEntry {
     dnnl::memory packed_b;
 };
 
-enum class QMatMulKind { QLinear, Integer, Dynamic };
+enum class QMatMulKind { QLinear, Integer, Dynamic, ToFloat };
 
 class QMatMulKernel final : public FastKernel {
 public:
@@ -633,9 +633,10 @@ public:
 
     QMatMulKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
         : FastKernel(info, std::move(reference)),
-          kind_(info.node.op_type() == "MatMulInteger"   ? QMatMulKind::Integer
-                : info.node.op_type() == "QLinearMatMul" ? QMatMulKind::QLinear
-                                                         : QMatMulKind::Dynamic) {
+          kind_(info.node.op_type() == "MatMulInteger"          ? QMatMulKind::Integer
+                : info.node.op_type() == "QLinearMatMul"        ? QMatMulKind::QLinear
+                : info.node.op_type() == "MatMulIntegerToFloat" ? QMatMulKind::ToFloat
+                                                                : QMatMulKind::Dynamic) {
         // QGemm (com.pyflame) is QLinearMatMul with an int32 bias C before y_scale and y_zero_point.
         if (info.node.op_type() == "QGemm") {
             kind_ = QMatMulKind::QLinear;
@@ -650,7 +651,7 @@ public:
         apply_thread_budget(ctx.num_threads);
         const Tensor& a = ctx.input(0);
         const Tensor& b = ctx.input(b_index());
-        const size_t b_zp_index = kind_ == QMatMulKind::QLinear ? 5 : 3;
+        const size_t b_zp_index = kind_ == QMatMulKind::QLinear || kind_ == QMatMulKind::ToFloat ? 5 : 3;
         const Tensor* b_zp = ctx.has_input(b_zp_index) ? &ctx.input(b_zp_index) : nullptr;
         if (b.dtype() != DType::Int8 || b.ndim() != 2 || a.ndim() < 2 || a.shape().back() != b.shape()[0] ||
             a.num_elements() == 0 || b.num_elements() == 0)
@@ -670,6 +671,15 @@ public:
             if (bias && (bias->dtype() != DType::Float32 || bias->num_elements() != n || bias->ndim() != 1))
                 return fallback(ctx);
             az = 0;
+        } else if (kind_ == QMatMulKind::ToFloat) {
+            // MatMulIntegerToFloat(A, B, a_scale, b_scale, a_zp, b_zp, bias): float32 out.
+            az = scalar_zero_point(ctx.has_input(4) ? &ctx.input(4) : nullptr, a.dtype());
+            if (!int8_type(a.dtype()) || !az || !is_f32_scalar(ctx.input(2))) return fallback(ctx);
+            out = DType::Float32;
+            b_scale = &ctx.input(3);
+            bias = ctx.has_input(6) ? &ctx.input(6) : nullptr;
+            if (bias && (bias->dtype() != DType::Float32 || bias->num_elements() != n || bias->ndim() != 1))
+                return fallback(ctx);
         } else {
             az = scalar_zero_point(ctx.has_input(2) ? &ctx.input(2) : nullptr, a.dtype());
             if (!int8_type(a.dtype()) || !az) return fallback(ctx);
@@ -715,6 +725,8 @@ public:
         } else if (kind_ == QMatMulKind::QLinear) {
             const float ys = ctx.input(y_scale_index_).data_ptr<float>()[0];
             scales = multipliers(ctx.input(1).data_ptr<float>()[0], b_scale, n, &ys);
+        } else if (kind_ == QMatMulKind::ToFloat) {
+            scales = multipliers(ctx.input(2).data_ptr<float>()[0], b_scale, n, nullptr);
         }
         std::vector<float> float_bias;
         if (bias && bias->dtype() == DType::Int32) {  // in units of a_scale * b_scale[n]: onto y's scale
@@ -900,6 +912,7 @@ void add_quant_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
     kernels["com.pyflame::DynamicQuantizeMatMul"] = factory<QMatMulKernel>("DynamicQuantizeMatMul", "com.pyflame");
     kernels["com.pyflame::QLinearAdd"] = factory<QLinearAddKernel>("QLinearAdd", "com.pyflame");
     kernels["com.pyflame::QGemm"] = factory<QMatMulKernel>("QGemm", "com.pyflame");
+    kernels["com.pyflame::MatMulIntegerToFloat"] = factory<QMatMulKernel>("MatMulIntegerToFloat", "com.pyflame");
 }
 
 }  // namespace pyflame_rt::onednn
