@@ -476,3 +476,26 @@ def test_cast_float32_bfloat16_round_trip_matches_ml_dtypes(tmp_path):
     wide_nan = np.isnan(widened)
     assert np.array_equal(np.isnan(wide), wide_nan)
     np.testing.assert_array_equal(wide.view(np.uint32)[~wide_nan], widened.view(np.uint32)[~wide_nan])
+
+
+def test_bfloat16_cnn_with_residual_block_matches_float32(tmp_path):
+    """Our BF16 conversion of a CNN with a residual block: the bfloat16 convolutions pass their
+    channels-last outputs straight to the next (and into the fused residual addition); the
+    result stays within bfloat16 rounding of ONNX Runtime's float32 output."""
+    from pyflame_rt.quantization import QuantConfig, Quantizer
+
+    torch.manual_seed(2)
+    fp32 = tmp_path / "cnn.onnx"
+    torch.onnx.export(SmallCNN().eval(), (torch.randn(2, 3, 16, 16),), str(fp32), input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=OPSET,
+                      dynamo=False)
+    graph = rt.import_module.ONNXImporter().import_model(str(fp32)).graph
+    half = Quantizer(QuantConfig.bfloat16()).convert_to_bfloat16(graph).quantized_graph
+    x = np.random.default_rng(4).standard_normal((3, 3, 16, 16)).astype(np.float32)
+    expected = onnxruntime(fp32, {"x": x})[0]
+    opts = rt.SessionOptions()
+    opts.num_threads = 2
+    got = rt.InferenceSession(half, opts).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, expected, atol=0.03 * np.abs(expected).max(), rtol=0)
+    a, b = got.ravel().astype(np.float64), expected.ravel().astype(np.float64)
+    assert a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) > 0.999

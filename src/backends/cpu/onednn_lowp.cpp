@@ -57,8 +57,10 @@ struct LowpConvEntry {
     std::vector<int64_t> out_shape;
     dnnl::memory::desc x_plain, w_plain, b_plain, y_plain, src, weights, bias, dst;
     Step conv;
-    std::optional<Step> src_reorder, weights_reorder, bias_reorder, dst_reorder;
+    std::optional<Step> weights_reorder, bias_reorder, dst_reorder;
+    std::optional<ReorderInto> src_into;       // X, row-major or another primitive's layout
     std::optional<ReorderInto> residual_into;  // FusedConv's Z into dst's layout and type
+    std::shared_ptr<const OneDnnLayout> dst_layout;  // dst in the half type, not row-major
     dnnl::memory packed_weights, packed_bias;
 };
 
@@ -103,16 +105,19 @@ public:
         const Tensor* z = has_residual_ ? &ctx.input(3) : nullptr;
         if (z && (z->dtype() != x.dtype() || z->shape() != entry->out_shape)) return fallback(ctx);  // broadcasting
 
-        Tensor y(entry->out_shape, x.dtype());
+        // Written in the convolution's own layout (channels-last) when every reader takes it:
+        // chains of half convolutions then never reorder between them.
+        const bool write_layout = entry->dst_layout && ctx.may_write_layout(0);
+        Tensor y = write_layout ? Tensor(entry->out_shape, x.dtype(), entry->dst_layout) : Tensor(entry->out_shape, x.dtype());
         dnnl::stream stream(*cpu_engine());
-        const dnnl::memory src = relayout(stream, entry->src_reorder, memory_over(entry->x_plain, x.data()), entry->src, Buffer::Src);
+        const dnnl::memory src = (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
         const dnnl::memory weights = entry->packed_weights ? entry->packed_weights
                                                            : relayout(stream, entry->weights_reorder,
                                                                       memory_over(entry->w_plain, w.data()),
                                                                       entry->weights, Buffer::Weights);
-        const dnnl::memory y_memory = memory_over(entry->y_plain, y.data());
-        const dnnl::memory dst = entry->dst_reorder ? thread_memory(entry->dst, Buffer::Dst) : y_memory;
-        if (z) entry->residual_into->into(stream, memory_over(entry->y_plain, z->data()), dst);
+        const dnnl::memory y_memory = memory_over(write_layout ? entry->dst : entry->y_plain, y.data());
+        const dnnl::memory dst = write_layout || !entry->dst_reorder ? y_memory : thread_memory(entry->dst, Buffer::Dst);
+        if (z) entry->residual_into->into(stream, memory_over(desc_of(*z, entry->y_plain), z->data()), dst);
         std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
         if (b) {
             args.emplace(DNNL_ARG_BIAS, entry->packed_bias ? entry->packed_bias
@@ -121,10 +126,14 @@ public:
                                                                       Buffer::Bias));
         }
         entry->conv.execute(stream, std::move(args));
-        if (entry->dst_reorder) entry->dst_reorder->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+        if (!write_layout && entry->dst_reorder)
+            entry->dst_reorder->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
         stream.wait();
         ctx.outputs[0] = std::move(y);
     }
+
+    bool reads_layout(size_t input) const override { return input == 0 || (has_residual_ && input == 3); }
+    bool writes_layout(size_t output) const override { return output == 0; }
 
 private:
     std::shared_ptr<const LowpConvEntry> build(const Tensor& x, const std::vector<int64_t>& w_shape, bool has_bias) const {
@@ -154,8 +163,9 @@ private:
         entry->bias = pd->bias_desc();
         entry->dst = pd->dst_desc();
         entry->conv = Step{dnnl::convolution_forward(*pd), pd->scratchpad_desc()};
-        entry->src_reorder = reorder_if_needed(entry->x_plain, entry->src);
+        entry->src_into.emplace(entry->src);
         entry->dst_reorder = reorder_if_needed(entry->dst, entry->y_plain);
+        if (entry->dst_reorder && entry->dst.get_data_type() == half) entry->dst_layout = std::make_shared<OneDnnLayout>(entry->dst);
         if (has_residual_) entry->residual_into.emplace(entry->dst);
         if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
         else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
