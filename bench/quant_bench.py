@@ -9,7 +9,9 @@ settings) evaluated in ONNX Runtime. Also our QDQ export evaluated in ONNX Runti
 
 Speed (--speed): ResNet-50 and the BERT-like encoder of bench/bench_models.py at batch 1 and 8,
 2 threads: our FP32 / BF16 / dynamic INT8 / static INT8, ONNX Runtime on our exported QDQ model
-and on its own quantize_static model; cosine similarity of each output to our FP32 output.
+and on its own quantize_static model, timed in interleaved rounds (every variant once per round,
+so load changes on a shared machine hit all alike); cosine similarity of each output to our
+FP32 output.
 
     .venv/bin/python bench/quant_bench.py --build-dir build/h-quant            # accuracy (~1 min)
     .venv/bin/python bench/quant_bench.py --build-dir build/h-quant --speed    # + ResNet-50/BERT
@@ -134,6 +136,9 @@ def ort_session(path):
     so.intra_op_num_threads = THREADS
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    # Its idle threads would otherwise spin after each run, taking the cores from whichever
+    # variant the interleaved timing runs next.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -269,25 +274,31 @@ def accuracy_markdown(rows):
 # -------------------------------------------------------------------------------------- speed
 
 
-def time_runs(fn, runs: int, min_seconds: float = 1.0, budget_seconds: float = 60.0):
-    """Median ms of at least `runs` runs and `min_seconds`, after a warm-up run; a slow cell (a
-    reference kernel where a fast one is missing) stops after `budget_seconds`."""
-    t = time.perf_counter()
-    fn()  # warm-up (plans, caches, packed weights)
-    first = time.perf_counter() - t
-    if first > budget_seconds / 4:
-        return first * 1000  # too slow to repeat: the one run is the measurement
-    times = []
-    start = time.perf_counter()
-    while len(times) < runs or time.perf_counter() - start < min_seconds:
-        if times and (time.perf_counter() - start) + first > budget_seconds:
-            break
+def time_interleaved(fns, runs: int, min_seconds: float = 2.0, budget_seconds: float = 120.0):
+    """Median ms of each callable in `fns` (label -> fn), timed in rounds that run every variant
+    once, so load changes on a shared machine hit all variants alike: at least `runs` rounds
+    and `min_seconds`, after one warm-up run each (plans, caches, packed weights). A variant
+    whose warm-up alone takes over a quarter of `budget_seconds` is not repeated: that run is
+    its measurement."""
+    first = {}
+    for label, fn in fns.items():
         t = time.perf_counter()
         fn()
-        times.append((time.perf_counter() - t) * 1000)
-        if len(times) >= 4 * runs:
+        first[label] = time.perf_counter() - t
+    timed = [label for label in fns if first[label] <= budget_seconds / 4]
+    times = {label: [] for label in timed}
+    start = time.perf_counter()
+    rounds = 0
+    while timed and (rounds < runs or time.perf_counter() - start < min_seconds) and rounds < 4 * runs:
+        for label in timed:
+            t = time.perf_counter()
+            fns[label]()
+            times[label].append((time.perf_counter() - t) * 1000)
+        rounds += 1
+        if time.perf_counter() - start > budget_seconds:
             break
-    return statistics.median(times)
+    return {label: (statistics.median(times[label]), min(times[label])) if label in times
+            else (first[label] * 1000, first[label] * 1000) for label in fns}
 
 
 def run_speed(rt, work: Path, models, batches, runs):
@@ -322,23 +333,28 @@ def run_speed(rt, work: Path, models, batches, runs):
         slow = {}  # variant -> ms at the smallest batch, when that was one run over the budget
         for batch in batches:
             x = bench_models.make_input(name, batch)
-            outputs, times = {}, {}
-            for label, g in tqdm(variants.items(), desc=f"{name} b{batch}", leave=False):
+            outputs, times, runners = {}, {}, {}
+            for label, g in tqdm(variants.items(), desc=f"{name} b{batch}: sessions", leave=False):
                 if label in slow:
                     times[label] = f"skipped: {slow[label] / 1000:.0f} s at a smaller batch (no fast kernel yet)"
                     continue
                 try:
                     s = rt.InferenceSession(g, session_options(rt))
                     outputs[label] = s.run(None, {"input": x})[0]
-                    times[label] = time_runs(lambda: s.run(None, {"input": x}), runs)
-                    if times[label] > SLOW_MS:
-                        slow[label] = times[label]
+                    runners[label] = (lambda s=s: s.run(None, {"input": x}))
                 except Exception as e:  # a missing kernel: report it, keep going
                     times[label] = f"error: {str(e)[:80]}"
             for label, p in (("ORT FP32", path), ("ORT on our QDQ export", qdq_path), ("ORT quantize_static", ort_path)):
                 s = ort_session(p)
                 outputs[label] = s.run(None, {"input": x})[0]
-                times[label] = time_runs(lambda: s.run(None, {"input": x}), runs)
+                runners[label] = (lambda s=s: s.run(None, {"input": x}))
+            measured = time_interleaved(runners, runs)
+            for label, (median, best) in measured.items():
+                times[label] = (median, best)
+                if label in variants and median > SLOW_MS:
+                    slow[label] = median
+            order = list(variants) + [label for label in measured if label not in variants]  # ours, then ORT's
+            times = {label: times[label] for label in order if label in times}
             ref = outputs.get("FP32")
             for label, t in times.items():
                 cos = cosine(outputs[label], ref) if ref is not None and label in outputs else None
@@ -347,15 +363,17 @@ def run_speed(rt, work: Path, models, batches, runs):
 
 
 def speed_markdown(rows):
-    out = ["| model | batch | runtime / variant | median ms | speed-up vs our FP32 | cosine to our FP32 |",
-           "|---|---:|---|---:|---:|---:|"]
-    base = {(m, b): t for m, b, label, t, _ in rows if label == "FP32" and isinstance(t, float)}
+    """Speed-ups from the best round: on a shared machine other work only ever adds time, so the
+    minimum is the steadiest estimate of each variant's own cost (the median is shown too)."""
+    out = ["| model | batch | runtime / variant | median ms | best ms | speed-up vs our FP32 (best) | cosine to our FP32 |",
+           "|---|---:|---|---:|---:|---:|---:|"]
+    base = {(m, b): t[1] for m, b, label, t, _ in rows if label == "FP32" and isinstance(t, tuple)}
     for m, b, label, t, cos in rows:
-        if isinstance(t, float):
-            speed = f"{base[(m, b)] / t:.2f}x" if (m, b) in base else ""
-            out.append(f"| {m} | {b} | {label} | {t:.1f} | {speed} | {'' if cos is None else f'{cos:.4f}'} |")
+        if isinstance(t, tuple):
+            speed = f"{base[(m, b)] / t[1]:.2f}x" if (m, b) in base else ""
+            out.append(f"| {m} | {b} | {label} | {t[0]:.1f} | {t[1]:.1f} | {speed} | {'' if cos is None else f'{cos:.4f}'} |")
         else:
-            out.append(f"| {m} | {b} | {label} | {t} | | |")
+            out.append(f"| {m} | {b} | {label} | {t} | | | |")
     return "\n".join(out)
 
 
@@ -380,7 +398,7 @@ def main():
     ap.add_argument("--speed", action="store_true", help="also time ResNet-50 and the BERT-like encoder")
     ap.add_argument("--speed-models", default="resnet50,bert_base")
     ap.add_argument("--batches", default="1,8")
-    ap.add_argument("--runs", type=int, default=5, help="timed runs per cell (at least 1 s of runs)")
+    ap.add_argument("--runs", type=int, default=5, help="timed rounds per model and batch (at least 2 s of rounds)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     ap.add_argument("--output", default=str(ROOT / "bench" / "RESULTS.md"))
     args = ap.parse_args()
@@ -413,7 +431,8 @@ def main():
         if args.speed:
             speed_rows = run_speed(rt, work, args.speed_models.split(","), [int(b) for b in args.batches.split(",")],
                                    args.runs)
-            text += ["### Speed (median ms, seeded random input; static INT8 = MinMax per-channel QDQ)\n",
+            text += ["### Speed (median and best of interleaved rounds, ms; seeded random input; static INT8 = MinMax "
+                     "per-channel QDQ; speed-ups from the best round)\n",
                      speed_markdown(speed_rows), ""]
         text.append(f"\n_Total time {time.time() - started:.0f} s; 1-min load average {load_start:.1f} at the start, "
                     f"{os.getloadavg()[0]:.1f} at the end on {os.cpu_count()} CPUs shared with other work, so the "

@@ -548,6 +548,25 @@ DType parse_to(const Node& node) {
     return dtype;
 }
 
+// float32 <-> bfloat16 (the Casts at the edges of a BF16 graph's float32 ops) as plain bit
+// arithmetic the compiler vectorizes: bfloat16 is float32's upper half, rounded to nearest even
+// (NaN stays a quiet NaN of its sign), exactly as Eigen::bfloat16 converts.
+void float_to_bfloat16(const float* in, uint16_t* __restrict out, int64_t begin, int64_t end) {
+    const auto* __restrict bits = reinterpret_cast<const uint32_t*>(in);
+    for (int64_t i = begin; i < end; ++i) {
+        const uint32_t u = bits[i];
+        const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+        const uint32_t nan = 0x7FC0u | ((u >> 16) & 0x8000u);
+        const uint32_t is_nan = 0u - static_cast<uint32_t>((u & 0x7FFFFFFFu) > 0x7F800000u);
+        out[i] = static_cast<uint16_t>((rounded & ~is_nan) | (nan & is_nan));
+    }
+}
+
+void bfloat16_to_float(const uint16_t* __restrict in, float* out, int64_t begin, int64_t end) {
+    auto* __restrict bits = reinterpret_cast<uint32_t*>(out);
+    for (int64_t i = begin; i < end; ++i) bits[i] = static_cast<uint32_t>(in[i]) << 16;
+}
+
 class CastKernel final : public NodeKernel {
 public:
     CastKernel(const Node& node, bool like)
@@ -560,6 +579,20 @@ public:
             fail("casting " + dtype_to_string(x.dtype()) + " to " + dtype_to_string(dst) + " is not supported");
         if (x.dtype() == dst) {
             ctx.outputs[0] = x.clone();
+            return;
+        }
+        const bool to_bf16 = x.dtype() == DType::Float32 && dst == DType::BFloat16;
+        if (to_bf16 || (x.dtype() == DType::BFloat16 && dst == DType::Float32)) {
+            Tensor y(x.shape(), dst);
+            const int64_t n = x.num_elements();
+            constexpr int64_t kBlock = 16384;
+            const int threads = threads_for_work(static_cast<double>(n), ctx.num_threads);
+            parallel_for((n + kBlock - 1) / kBlock, threads, [&](int64_t first, int64_t last) {
+                const int64_t begin = first * kBlock, end = std::min(n, last * kBlock);
+                if (to_bf16) float_to_bfloat16(x.data_ptr<float>(), static_cast<uint16_t*>(y.data()), begin, end);
+                else bfloat16_to_float(static_cast<const uint16_t*>(x.data()), y.data_ptr<float>(), begin, end);
+            });
+            ctx.outputs[0] = std::move(y);
             return;
         }
         const CastOptions options{node_, x.dtype(), dst, attrs_.saturate, attrs_.rounding};

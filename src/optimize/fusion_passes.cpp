@@ -4,6 +4,7 @@
 
 #include "optimize/passes.hpp"
 #include "optimize/rewrite.hpp"
+#include "pyflame_rt/quantization/float16.hpp"
 
 namespace pyflame_rt::optimize {
 namespace {
@@ -19,6 +20,13 @@ const std::shared_ptr<Node>* sole_consumer(const Graph& graph, const GraphUses& 
 
 bool is_f32_constant(const GraphUses& uses, const Graph& graph, const std::string& name) {
     return uses.is_constant(name) && graph.get_initializer(name).dtype() == DType::Float32;
+}
+
+// A float32 constant, or a half-precision one (FP16/BF16 graphs hold their weights so).
+bool is_float_constant(const GraphUses& uses, const Graph& graph, const std::string& name) {
+    if (!uses.is_constant(name)) return false;
+    const DType d = graph.get_initializer(name).dtype();
+    return d == DType::Float32 || d == DType::Float16 || d == DType::BFloat16;
 }
 
 void replace_node(Graph& graph, const Node* old_node, std::shared_ptr<Node> replacement, const Node* also_remove) {
@@ -281,9 +289,15 @@ private:
         return binary.inputs()[0] == one ? binary.inputs()[1] : binary.inputs()[0];
     }
     static bool is_scalar(const Graph& graph, const GraphUses& uses, const std::string& name, double value) {
-        if (!is_f32_constant(uses, graph, name)) return false;
+        if (!is_float_constant(uses, graph, name)) return false;
         const Tensor& t = graph.get_initializer(name);
-        return t.num_elements() == 1 && std::fabs(t.data_ptr<float>()[0] - value) < 1e-5 * std::fabs(value);
+        if (t.num_elements() != 1) return false;
+        if (t.dtype() == DType::Float32) return std::fabs(t.data_ptr<float>()[0] - value) < 1e-5 * std::fabs(value);
+        // Half precision: the constant is `value` rounded to that type.
+        const uint16_t bits = *static_cast<const uint16_t*>(t.data());
+        const float f = static_cast<float>(value);
+        return bits == (t.dtype() == DType::BFloat16 ? quantization::BFloat16::from_float(f).bits
+                                                     : quantization::Float16::from_float(f).bits);
     }
 };
 
@@ -327,7 +341,7 @@ protected:
     bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& mm,
                      PassResult& r) const override {
         if (mm->op_type() != "MatMul" || !mm->domain().empty() || mm->inputs().size() != 2) return false;
-        if (!is_f32_constant(uses, graph, mm->inputs()[1]) || rank_of(graph, mm->inputs()[0]) < 2) return false;
+        if (!is_float_constant(uses, graph, mm->inputs()[1]) || rank_of(graph, mm->inputs()[0]) < 2) return false;
         const Tensor& b = graph.get_initializer(mm->inputs()[1]);
         if (b.ndim() != 2) return false;
         const auto* add_ptr = sole_consumer(graph, uses, mm->outputs()[0]);
@@ -335,9 +349,9 @@ protected:
         const Node& add = **add_ptr;
         if (add.inputs().size() != 2 || add.inputs()[0] == add.inputs()[1]) return false;
         const std::string& bias = add.inputs()[0] == mm->outputs()[0] ? add.inputs()[1] : add.inputs()[0];
-        if (!is_f32_constant(uses, graph, bias)) return false;
+        if (!is_float_constant(uses, graph, bias)) return false;
         const Tensor& c = graph.get_initializer(bias);
-        if (c.ndim() != 1 || c.shape()[0] != b.shape()[1]) return false;
+        if (c.dtype() != b.dtype() || c.ndim() != 1 || c.shape()[0] != b.shape()[1]) return false;
         auto fused = std::make_shared<Node>("FusedMatMul", mm->name(),
                                             std::vector<std::string>{mm->inputs()[0], mm->inputs()[1], bias},
                                             std::vector<std::string>{add.outputs()[0]});

@@ -2,9 +2,13 @@
 //   fuse_qdq_conv_matmul: DequantizeLinear(x), DequantizeLinear(w constant) [, bias] -> Conv,
 //     MatMul or Gemm [-> Relu/Clip after Conv] -> QuantizeLinear becomes QLinearConv /
 //     QLinearMatMul / com.pyflame QGemm (or com.pyflame FusedQLinearConv with the activation):
-//     int8 in, int8 out, requantized in the kernel, so chains of quantized ops stay in int8.
+//     int8 in, int8 out, requantized in the kernel, so chains of quantized ops stay in int8; a
+//     MatMul/Gemm with no QuantizeLinear after it becomes com.pyflame MatMulIntegerToFloat
+//     (int8 in, float32 out; fuse_matmul_integer_to_float_bias then takes in a following bias Add).
 //   fuse_qdq_add: DequantizeLinear(a), DequantizeLinear(b) -> Add -> QuantizeLinear becomes
 //     com.pyflame QLinearAdd (ResNet's quantized shortcut additions).
+//   fuse_qlinearconv_add: QLinearConv read only by a QLinearAdd becomes com.pyflame
+//     QLinearConvAdd (the residual addition inside the convolution's requantization).
 //   fuse_qdq_maxpool: DequantizeLinear -> MaxPool -> QuantizeLinear with equal parameters becomes
 //     MaxPool on the int8 values (exact).
 //   fuse_dynamic_quantize_matmul: DynamicQuantizeLinear -> MatMulInteger (constant B) -> Cast ->
@@ -156,9 +160,10 @@ protected:
             if (axis != channel_axis || w->scale_value->ndim() != 1 || w->scale_value->num_elements() != channels)
                 return false;
         }
-        // What follows: [Relu | Clip] -> QuantizeLinear.
+        // What follows: [Relu | Clip] -> QuantizeLinear; for a MatMul/Gemm possibly nothing
+        // quantized (then a float32 output: MatMulIntegerToFloat).
         const auto* next = sole_consumer(graph, uses, op->outputs()[0]);
-        if (!next) return false;
+        if (!next && conv) return false;
         const Node* activation = nullptr;
         std::vector<double> bounds;
         if (conv && ((*next)->op_type() == "Relu" || (*next)->op_type() == "Clip") && is_default(**next) &&
@@ -172,8 +177,8 @@ protected:
             next = sole_consumer(graph, uses, activation->outputs()[0]);
             if (!next) return false;
         }
-        const auto y = output_quantize(graph, uses, **next);
-        if (!y) return false;
+        const auto y = next ? output_quantize(graph, uses, **next) : std::nullopt;
+        if (!y && conv) return false;
 
         // Inputs of the int8 node; a missing weight zero point becomes explicit zeros.
         std::optional<Tensor> bias;
@@ -190,6 +195,27 @@ protected:
         if (trans_b) {  // QGemm takes B as (K, N): transposed once, here
             weights = unique_name(graph, w->data + "_transposed");
             graph.add_initializer(weights, transposed(*wq));
+        }
+        if (!y) {  // float32 output: the bias in real units, added as the product is written
+            std::string bias_name;
+            if (bias) {
+                Tensor real({channels}, DType::Float32);
+                const float xs = x->scale_value->data_ptr<float>()[0];
+                for (int64_t m = 0; m < channels; ++m)
+                    real.data_ptr<float>()[m] = static_cast<float>(bias->data_ptr<int32_t>()[m]) *
+                                                (xs * w->scale_value->data_ptr<float>()[w->scale_value->num_elements() == 1 ? 0 : m]);
+                bias_name = unique_name(graph, op->name() + "_bias");
+                graph.add_initializer(bias_name, real);
+            }
+            std::vector<std::string> inputs{x->data, weights, x->scale, w->scale, x->zero_point, w_zp};
+            if (bias) inputs.push_back(bias_name);
+            auto fused = std::make_shared<Node>("MatMulIntegerToFloat", unique_name(graph, op->name() + "_quant"), inputs,
+                                                op->outputs());
+            fused->set_domain("com.pyflame");
+            graph.opset_imports().emplace("com.pyflame", 1);
+            replace_nodes(graph, op.get(), fused, {});
+            ++r.nodes_fused;
+            return true;
         }
         std::string bias_name;
         if (bias) {
@@ -465,12 +491,91 @@ private:
     }
 };
 
+// MatMulIntegerToFloat without a bias, read only by an Add of a constant [N] float32 vector
+// (a transformer projection's bias, constant once Identity copies are gone), takes it in.
+class FuseMatMulIntegerToFloatBias : public NodeRewritePass {
+public:
+    std::string name() const override { return "fuse_matmul_integer_to_float_bias"; }
+    int level() const override { return 2; }
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& mm, PassResult& r) const override {
+        if (mm->op_type() != "MatMulIntegerToFloat" || mm->domain() != "com.pyflame" || mm->has_input(6) ||
+            mm->outputs().size() != 1)
+            return false;
+        const Tensor* b = constant(graph, uses, mm->inputs()[1]);
+        const auto* add = sole_consumer(graph, uses, mm->outputs()[0]);
+        if (!b || b->ndim() != 2 || !add || (*add)->op_type() != "Add" || !is_default(**add) || (*add)->inputs().size() != 2 ||
+            (*add)->inputs()[0] == (*add)->inputs()[1])
+            return false;
+        const std::string& other = (*add)->inputs()[0] == mm->outputs()[0] ? (*add)->inputs()[1] : (*add)->inputs()[0];
+        const Tensor* c = constant(graph, uses, other);
+        if (!c || c->dtype() != DType::Float32 || c->ndim() != 1 || c->num_elements() != b->shape()[1]) return false;
+        std::vector<std::string> inputs = mm->inputs();
+        inputs.resize(6);
+        inputs.push_back(other);
+        auto fused = std::make_shared<Node>("MatMulIntegerToFloat", mm->name(), inputs, (*add)->outputs());
+        fused->set_domain("com.pyflame");
+        replace_nodes(graph, mm.get(), fused, {add->get()});
+        ++r.nodes_fused;
+        return true;
+    }
+};
+
+// QLinearConv whose only reader is a QLinearAdd (a residual block's last convolution plus its
+// shortcut) becomes com.pyflame QLinearConvAdd: the sum is formed from the convolution's exact
+// value and requantized once to the addition's parameters (oneDNN's sum post-op), so the
+// convolution's own rounding and the separate pass over both tensors go. A result moves by at
+// most about one output step against the unfused graph.
+class FuseQLinearConvAdd : public NodeRewritePass {
+public:
+    std::string name() const override { return "fuse_qlinearconv_add"; }
+    int level() const override { return 2; }
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& add, PassResult& r) const override {
+        if (add->op_type() != "QLinearAdd" || add->domain() != "com.pyflame" || add->inputs().size() != 8 ||
+            add->outputs().size() != 1 || add->inputs()[7].empty())
+            return false;
+        for (size_t side : {0, 3}) {
+            const auto* conv = producer_of(graph, add->inputs()[side]);
+            if (!conv || (*conv)->op_type() != "QLinearConv" || !is_default(**conv) || (*conv)->outputs().size() != 1 ||
+                (*conv)->inputs().size() < 8 || uses.uses((*conv)->outputs()[0]) != 1 ||
+                !uses.is_internal((*conv)->outputs()[0]))
+                continue;
+            // Its output's parameters are the ones the addition dequantizes it with.
+            if ((*conv)->inputs()[6] != add->inputs()[side + 1] || (*conv)->inputs()[7] != add->inputs()[side + 2]) continue;
+            const size_t other = 3 - side;
+            const auto& conv_in = (*conv)->inputs();
+            std::vector<std::string> inputs(conv_in.begin(), conv_in.begin() + 6);
+            inputs.push_back(add->inputs()[6]);
+            inputs.push_back(add->inputs()[7]);
+            inputs.push_back(conv_in.size() > 8 ? conv_in[8] : std::string());
+            inputs.push_back(add->inputs()[other]);
+            inputs.push_back(add->inputs()[other + 1]);
+            inputs.push_back(add->inputs()[other + 2]);
+            auto fused = std::make_shared<Node>("QLinearConvAdd", unique_name(graph, (*conv)->name() + "_add"), inputs,
+                                                add->outputs());
+            for (const auto& [k, v] : (*conv)->attributes()) fused->set_attribute(k, v);
+            fused->set_domain("com.pyflame");
+            graph.opset_imports().emplace("com.pyflame", 1);
+            const Node* conv_node = conv->get();
+            replace_nodes(graph, add.get(), fused, {conv_node});
+            ++r.nodes_fused;
+            return true;
+        }
+        return false;
+    }
+};
+
 }  // namespace
 
 void add_qdq_fusion_passes(std::vector<std::unique_ptr<GraphPass>>& passes) {
     passes.push_back(std::make_unique<FuseQdqConvMatMul>());
     passes.push_back(std::make_unique<FuseQLinearConvActivation>());  // after QDQ convs became QLinearConv
+    passes.push_back(std::make_unique<FuseMatMulIntegerToFloatBias>());
     passes.push_back(std::make_unique<FuseQdqAdd>());
+    passes.push_back(std::make_unique<FuseQLinearConvAdd>());  // after QDQ adds became QLinearAdd
     passes.push_back(std::make_unique<FuseQdqMaxPool>());
     passes.push_back(std::make_unique<FuseDynamicQuantizeMatMul>());
 }

@@ -266,7 +266,10 @@ void Calibrator::observe(const std::unordered_map<std::string, Tensor>& input_fe
         options.optimization_level = 1;  // fusions must not hide the tensors we watch
         s.session = std::make_unique<InferenceSession>(s.graph, options);
     }
-    std::vector<Tensor> values = s.session->run(s.output_tracked, input_feed);
+    // Nothing to fetch (no quantizable tensor past the inputs): an empty name list would mean
+    // every graph output.
+    std::vector<Tensor> values;
+    if (!s.output_tracked.empty()) values = s.session->run(s.output_tracked, input_feed);
     // Only after the run succeeded: a bad feed leaves the statistics as they were.
     for (const auto& name : s.input_tracked) {
         auto it = input_feed.find(name);
@@ -288,12 +291,16 @@ GraphQuantInfo Calibrator::compute_quant_params() const {
     info.activations_quantized = true;
     for (const auto& [name, st] : s.stats) {
         if (st.num_samples == 0) continue;
+        // Symmetric int8 would leave the sign bit unused on a tensor that is never negative (a
+        // Relu's output): uint8 with zero point 0 keeps zero exact and doubles the resolution,
+        // and int8 kernels read unsigned inputs without zero-point compensation.
+        const bool non_negative = s.config.symmetric && s.config.activation_dtype == DType::Int8 && st.min_val >= 0.0f;
+        const DType dtype = non_negative ? DType::UInt8 : s.config.activation_dtype;
+        const bool symmetric = s.config.symmetric && !non_negative;
         switch (s.config.calibration_method) {
-            case CalibrationMethod::MinMax: info.set_params(name, st.compute_minmax_params(s.config.activation_dtype, s.config.symmetric)); break;
-            case CalibrationMethod::Entropy: info.set_params(name, st.compute_entropy_params(s.config.activation_dtype, s.config.symmetric)); break;
-            case CalibrationMethod::Percentile:
-                info.set_params(name, st.compute_percentile_params(s.config.activation_dtype, s.config.symmetric));
-                break;
+            case CalibrationMethod::MinMax: info.set_params(name, st.compute_minmax_params(dtype, symmetric)); break;
+            case CalibrationMethod::Entropy: info.set_params(name, st.compute_entropy_params(dtype, symmetric)); break;
+            case CalibrationMethod::Percentile: info.set_params(name, st.compute_percentile_params(dtype, symmetric)); break;
         }
     }
     return info;

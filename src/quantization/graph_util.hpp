@@ -14,6 +14,16 @@ namespace pyflame_rt::quantization::detail {
 // intermediates, outputs), computed on a copy: the graph itself is not annotated.
 std::unordered_map<std::string, DType> value_dtypes(const Graph& graph);
 
+// Adds the dtype of values `dtypes` lacks wherever the op's type rule gives it from its typed
+// inputs (the output of a Reshape to a computed shape, and what follows it).
+void propagate_dtypes(const Graph& graph, std::unordered_map<std::string, DType>& dtypes);
+
+// Identity outputs that copy an initializer (exporters share parameters so), mapped to the
+// initializer's name; `resolve_constant` gives the initializer behind a name, else the name.
+using ConstantAliases = std::unordered_map<std::string, std::string>;
+ConstantAliases constant_aliases(const Graph& graph);
+const std::string& resolve_constant(const ConstantAliases& aliases, const std::string& name);
+
 // What the static INT8 quantizer does to a graph, computed without the activation parameters
 // (the calibrator needs the tensor list before any parameter exists).
 struct StaticPlan {

@@ -472,6 +472,10 @@ QuantizationResult Quantizer::quantize_dynamic(const Graph& graph) {
         return names;
     };
     auto is_float = [&](const std::string& v) { return dtypes.count(v) && dtypes.at(v) == DType::Float32; };
+    // Weights and biases may be Identity copies of initializers (shared parameters).
+    const detail::ConstantAliases aliases = detail::constant_aliases(g);
+    auto initializer_of = [&](const std::string& v) { return detail::resolve_constant(aliases, v); };
+    auto is_initializer = [&](const std::string& v) { return !v.empty() && g.has_initializer(initializer_of(v)); };
 
     for (const auto& node : g.nodes()) {
         const Node& n = *node;
@@ -481,18 +485,20 @@ QuantizationResult Quantizer::quantize_dynamic(const Graph& graph) {
             out_nodes.push_back(node);
             continue;
         }
-        const bool weight_const = n.inputs().size() >= 2 && g.has_initializer(n.inputs()[1]) &&
-                                  g.get_initializer(n.inputs()[1]).dtype() == DType::Float32 && !g.has_initializer(n.inputs()[0]) &&
-                                  is_float(n.inputs()[0]);
+        const bool weight_const = n.inputs().size() >= 2 && is_initializer(n.inputs()[1]) &&
+                                  g.get_initializer(initializer_of(n.inputs()[1])).dtype() == DType::Float32 &&
+                                  !is_initializer(n.inputs()[0]) && is_float(n.inputs()[0]);
         bool ok = weight_const && !config_.excludes(op, n.name());
-        const Tensor* w = ok ? &g.get_initializer(n.inputs()[1]) : nullptr;
+        const Tensor* w = ok ? &g.get_initializer(initializer_of(n.inputs()[1])) : nullptr;
         if (ok && op == "MatMul") ok = w->ndim() == 2;
         if (ok && op == "Conv") ok = w->ndim() >= 3;
         if (ok && op == "Gemm") {
             ok = w->ndim() == 2 && n.get_attribute<int64_t>("transA", 0) == 0;
-            if (ok && n.has_input(2)) ok = g.has_initializer(n.inputs()[2]) && g.get_initializer(n.inputs()[2]).dtype() == DType::Float32;
+            if (ok && n.has_input(2))
+                ok = is_initializer(n.inputs()[2]) && g.get_initializer(initializer_of(n.inputs()[2])).dtype() == DType::Float32;
         }
-        if (ok && op == "Conv" && n.has_input(2)) ok = g.has_initializer(n.inputs()[2]) && g.get_initializer(n.inputs()[2]).ndim() == 1;
+        if (ok && op == "Conv" && n.has_input(2))
+            ok = is_initializer(n.inputs()[2]) && g.get_initializer(initializer_of(n.inputs()[2])).ndim() == 1;
         if (!ok) {
             if (weight_const || op != "MatMul") ++result.stats.nodes_skipped;
             out_nodes.push_back(node);
@@ -502,7 +508,29 @@ QuantizationResult Quantizer::quantize_dynamic(const Graph& graph) {
         ++result.stats.weights_quantized;
         const std::string& x = n.inputs()[0];
         const std::string& y = n.outputs()[0];
-        const std::string wname = n.inputs()[1];
+        const std::string wname = initializer_of(n.inputs()[1]);
+        if (op == "Conv") {
+            // Weight-only: quantizing the activation on the fly and rescaling the int32 output
+            // (DynamicQuantizeLinear -> ConvInteger -> Cast -> Mul -> Add) costs more passes over
+            // a convolution's large outputs than int8 arithmetic saves (ResNet-50 ran 0.77x of
+            // FP32), so a Conv keeps float compute on int8 weights behind a DequantizeLinear,
+            // which the session folds into float weights once.
+            const QuantParams wp = weight_params(*w, config_, 0);
+            const std::string wq = rw.add_initializer(wname + "_quantized", quantize_tensor(*w, wp));
+            const std::string ws = rw.add_initializer(
+                wname + "_scale", wp.is_per_channel() ? vector_tensor_f32(wp.scales, {static_cast<int64_t>(wp.scales.size())})
+                                                      : scalar_tensor_f32(wp.scales[0]));
+            const std::string wz = rw.add_initializer(wname + "_zero_point", zero_point_tensor(wp, wp.is_per_channel()));
+            const std::string dequantized = rw.fresh(wname + "_DequantizeLinear_Output");
+            auto dq = rw.make_node("DequantizeLinear", wname + "_DequantizeLinear", {wq, ws, wz}, {dequantized});
+            if (wp.is_per_channel()) dq->set_attribute("axis", int64_t{0});
+            out_nodes.push_back(dq);
+            auto conv = copy_node(n);
+            conv->set_input(1, dequantized);
+            out_nodes.push_back(conv);
+            result.quant_info.set_params(wname, wp);
+            continue;
+        }
         const auto xq = quantize_activation(x);
 
         Tensor weight = *w;  // MatMulInteger wants B as [K, N]
@@ -554,7 +582,7 @@ QuantizationResult Quantizer::quantize_dynamic(const Graph& graph) {
         const std::string scaled = has_bias ? rw.fresh(y + "_quant_scaled_output") : y;
         out_nodes.push_back(rw.make_node("Mul", n.name() + "_scale_output", {acc_f, scale_mul}, {scaled}));
         if (has_bias) {
-            Tensor bias = g.get_initializer(n.inputs()[2]).clone();
+            Tensor bias = g.get_initializer(initializer_of(n.inputs()[2])).clone();
             if (op == "Gemm") {
                 const float beta = static_cast<float>(n.get_attribute<double>("beta", 1.0));
                 for (int64_t i = 0; i < bias.num_elements(); ++i) bias.data_ptr<float>()[i] *= beta;
@@ -564,7 +592,7 @@ QuantizationResult Quantizer::quantize_dynamic(const Graph& graph) {
                 for (size_t d = 2; d < weight.ndim(); ++d) shape.push_back(1);
                 bias = bias.reshape(shape);
             }
-            const std::string b = rw.add_initializer(n.inputs()[2] + "_reshaped", bias);
+            const std::string b = rw.add_initializer(initializer_of(n.inputs()[2]) + "_reshaped", bias);
             out_nodes.push_back(rw.make_node("Add", n.name() + "_bias_add", {scaled, b}, {y}));
         }
     }
@@ -586,6 +614,7 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
     Graph& g = rw.graph();
     const detail::StaticPlan plan = detail::plan_static(g, config_, dtypes);
     const auto nodes = g.nodes();
+    const detail::ConstantAliases aliases = detail::constant_aliases(g);
 
     QuantizationResult result;
     result.stats.nodes_skipped = plan.skipped;
@@ -606,7 +635,11 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
         }
         const QuantParams& p = quant_info.get_params(name);
         check_params_fit(name, p, {}, /*activation=*/true);
-        if (p.quantized_dtype != config_.activation_dtype)
+        // Besides the config's type: uint8 with zero point 0 for a never-negative tensor of a
+        // symmetric int8 config (what the Calibrator gives a Relu's output).
+        const bool non_negative_uint8 = config_.symmetric && config_.activation_dtype == DType::Int8 &&
+                                        p.quantized_dtype == DType::UInt8 && p.zero_points[0] == 0;
+        if (p.quantized_dtype != config_.activation_dtype && !non_negative_uint8)
             throw ValidationError("tensor '" + name + "': params are " + dtype_to_string(p.quantized_dtype) +
                                   " but the config's activation_dtype is " + dtype_to_string(config_.activation_dtype));
         act[name] = p;
@@ -624,8 +657,8 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
         }
     }
 
-    // Relu right after a quantized Conv/MatMul/Gemm (its only reader) disappears when the Relu
-    // output's zero point is the integer minimum: quantizing then clamps negatives to 0 already.
+    // Relu right after a quantized Conv/MatMul/Gemm or Add (its only reader) disappears when the
+    // Relu output's zero point is the integer minimum: quantizing then clamps negatives to 0 already.
     std::unordered_map<std::string, size_t> readers;
     for (const auto& n : nodes)
         for (const auto& in : n->inputs()) ++readers[in];
@@ -641,9 +674,13 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
         if (n.op_type() != "Relu") continue;
         const std::string& in = n.inputs()[0];
         auto p = producer.find(in);
-        if (p == producer.end() || !weighted.count(p->second) || readers[in] != 1 || is_graph_output(g, in)) continue;
+        if (p == producer.end() || readers[in] != 1 || is_graph_output(g, in)) continue;
+        const bool quantized_add = nodes[p->second]->op_type() == "Add" &&
+                                   std::find(plan.activation_nodes.begin(), plan.activation_nodes.end(), p->second) !=
+                                       plan.activation_nodes.end();
+        if (!weighted.count(p->second) && !quantized_add) continue;
         auto it = act.find(n.outputs()[0]);
-        if (it == act.end() || it->second.zero_points[0] != quant_range(config_.activation_dtype).first) continue;
+        if (it == act.end() || it->second.zero_points[0] != quant_range(it->second.quantized_dtype).first) continue;
         removed.insert(i);
         rename_output[in] = n.outputs()[0];
     }
@@ -711,7 +748,7 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
         if (weighted.count(i)) {
             ++result.stats.nodes_quantized;
             const std::string& op = n.op_type();
-            const std::string wname = n.inputs()[1];
+            const std::string wname = detail::resolve_constant(aliases, n.inputs()[1]);
             const Tensor& w = g.get_initializer(wname);
             const int axis = op == "Conv" ? 0 : op == "MatMul" ? 1 : (n.get_attribute<int64_t>("transB", 0) != 0 ? 0 : 1);
             QuantParams wp;
@@ -742,7 +779,7 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
             changed = true;
             // Bias: int32 with scale x_scale * w_scale (per output channel), zero point 0.
             if (n.has_input(2)) {
-                const std::string& bname = n.inputs()[2];
+                const std::string bname = detail::resolve_constant(aliases, n.inputs()[2]);
                 const Tensor& b = g.get_initializer(bname);
                 const float x_scale = act.at(n.inputs()[0]).scales[0];
                 const int64_t nb = b.num_elements();

@@ -224,6 +224,40 @@ TEST(QuantKernels, FusedQLinearConvActivations) {
     }
 }
 
+TEST(QuantKernels, QLinearConvAddMatchesReference) {
+    // The residual form: Q(conv value + DQ(S)), S int8 or uint8; zero points of 0 (uint8 after
+    // a Relu: no zero-point attribute) and not.
+    int seed = 250;
+    for (const ConvCase& c : {conv_cases()[0], conv_cases()[1], conv_cases()[2]})
+        for (DType s_type : {DType::Int8, DType::UInt8})
+            for (bool zero_zps : {true, false}) {
+                const std::string what = "QLinearConvAdd x " + shape_to_string(c.x) + (s_type == DType::Int8 ? " S s8" : " S u8") +
+                                         (zero_zps ? " zero points 0" : "");
+                Node node("QLinearConvAdd", "qconvadd", {"x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b", "s", "ss", "sz"}, {"y"});
+                node.set_domain("com.pyflame");
+                set_conv_attributes(node, c);
+                const int64_t maps = c.w[0];
+                const DType x_type = zero_zps ? DType::UInt8 : DType::Int8, y_type = zero_zps ? DType::UInt8 : DType::Int8;
+                const Tensor x = random_8bit(c.x, x_type, seed++), w = random_8bit(c.w, DType::Int8, seed++);
+                const Tensor xs = scalar_f32(0.02f), xz = scalar_8bit(x_type, zero_zps ? 0 : -7);
+                const Tensor ws = random_floats({maps}, 0.001f, 0.01f, seed++), wz = Tensor::zeros({maps}, DType::Int8);
+                const Tensor ys = scalar_f32(0.08f), yz = scalar_8bit(y_type, zero_zps ? 0 : 3);
+                const Tensor b = random_ints<int32_t>({maps}, DType::Int32, -3000, 3000, seed++);
+                // S has the convolution's output shape.
+                Node plain("QLinearConv", "qconv", {"x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"}, {"y"});
+                set_conv_attributes(plain, c);
+                const Shape64 out_shape = run(*reference_kernel(plain), {&x, &xs, &xz, &w, &ws, &wz, &ys, &yz, &b})[0].shape();
+                const Tensor sum = random_8bit(out_shape, s_type, seed++);
+                const Tensor ss = scalar_f32(0.05f), sz = scalar_8bit(s_type, s_type == DType::Int8 ? -4 : 9);
+                const std::vector<const Tensor*> inputs{&x, &xs, &xz, &w, &ws, &wz, &ys, &yz, &b, &sum, &ss, &sz};
+                const auto fast = fast_kernel(node, {nullptr, &xs, &xz, &w, &ws, &wz, &ys, &yz, &b, nullptr, &ss, &sz});
+                EXPECT_EQ(is_onednn_kernel(*fast), onednn_available()) << what;
+                const Tensor expected = run(*reference_kernel(node), inputs)[0];
+                const int64_t differing = expect_within(run(*fast, inputs)[0], expected, 1.0, what);
+                EXPECT_LE(differing, expected.num_elements() / 50 + 1) << what;
+            }
+}
+
 TEST(QuantKernels, MatMulIntegerIsExact) {
     int seed = 300;
     for (DType a_type : {DType::UInt8, DType::Int8})
@@ -238,6 +272,34 @@ TEST(QuantKernels, MatMulIntegerIsExact) {
                 expect_within(run(*fast, inputs)[0], run(*reference_kernel(node), inputs)[0], 0.0,
                               "MatMulInteger " + shape_to_string(a_shape));
             }
+        }
+}
+
+TEST(QuantKernels, MatMulIntegerToFloatMatchesReference) {
+    // int8 in, float32 out (a quantized projection read by float ops): the same float32 value
+    // up to summation order.
+    int seed = 380;
+    for (DType a_type : {DType::UInt8, DType::Int8})
+        for (bool with_bias : {true, false}) {
+            std::vector<std::string> names{"a", "b", "as", "bs", "az", "bz"};
+            if (with_bias) names.push_back("bias");
+            Node node("MatMulIntegerToFloat", "mmf", names, {"y"});
+            node.set_domain("com.pyflame");
+            const Tensor a = random_8bit({2, 5, 64}, a_type, seed++);
+            const Tensor b = random_8bit({64, 24}, DType::Int8, seed++);
+            const Tensor as = scalar_f32(0.03f), bs = random_floats({24}, 0.001f, 0.01f, seed++);
+            const Tensor az = scalar_8bit(a_type, a_type == DType::Int8 ? -3 : 120), bz = Tensor::zeros({24}, DType::Int8);
+            const Tensor bias = random_floats({24}, -1.0f, 1.0f, seed++);
+            std::vector<const Tensor*> inputs{&a, &b, &as, &bs, &az, &bz};
+            if (with_bias) inputs.push_back(&bias);
+            std::vector<const Tensor*> constants{nullptr, &b, &as, &bs, &az, &bz};
+            if (with_bias) constants.push_back(&bias);
+            const auto fast = fast_kernel(node, constants);
+            EXPECT_EQ(is_onednn_kernel(*fast), onednn_available());
+            const Tensor expected = run(*reference_kernel(node), inputs)[0];
+            double peak = 0;
+            for (int64_t i = 0; i < expected.num_elements(); ++i) peak = std::max(peak, std::fabs(element(expected, i)));
+            expect_within(run(*fast, inputs)[0], expected, 1e-5 * peak + 1e-6, "MatMulIntegerToFloat");
         }
 }
 

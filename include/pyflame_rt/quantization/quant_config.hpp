@@ -26,7 +26,8 @@ const std::vector<std::string>& default_fp32_keep_ops();
 struct QuantConfig {
     QuantMode mode = QuantMode::None;
     DType weight_dtype = DType::Int8;      // INT8 modes: Int8 or UInt8
-    DType activation_dtype = DType::Int8;  // StaticInt8: Int8 or UInt8; DynamicInt8: UInt8
+    DType activation_dtype = DType::Int8;  // StaticInt8: Int8 or UInt8 (symmetric Int8: never-negative
+                                           // tensors get UInt8, zero point 0); DynamicInt8: UInt8
     QuantGranularity granularity = QuantGranularity::PerTensor;
     CalibrationMethod calibration_method = CalibrationMethod::MinMax;
     bool symmetric = true;                 // zero point at the middle of the range (0 for int8)

@@ -3,10 +3,16 @@
 // standard ONNX ops, so the result runs here and exports to ONNX Runtime unchanged:
 //  - FP16/BF16: half-precision weight initializers, Casts at the boundaries of the ops kept in
 //    FP32 (QuantConfig::exclude_ops) and at the graph inputs/outputs (which stay float32).
-//  - DynamicInt8 (onnxruntime's quantize_dynamic form): int8 weights; activations through
-//    DynamicQuantizeLinear -> MatMulInteger/ConvInteger -> Cast -> Mul(x_scale*w_scale) (+ bias).
+//  - DynamicInt8 (onnxruntime's quantize_dynamic form): int8 weights; MatMul/Gemm activations
+//    through DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul(x_scale*w_scale) (+ bias);
+//    Conv keeps float compute on its int8 weights (DequantizeLinear -> Conv: on-the-fly int8
+//    convolution costs more than it saves here).
 //  - StaticInt8 (QDQ form): QuantizeLinear/DequantizeLinear pairs on calibrated activations,
-//    DequantizeLinear on int8 weights (per tensor or per output channel) and int32 biases.
+//    DequantizeLinear on int8 weights (per tensor or per output channel) and int32 biases. With
+//    symmetric int8 activations, a tensor calibrated never negative (a Relu's output) is uint8
+//    with zero point 0 (the Calibrator's choice), and a Relu right after a quantized
+//    Conv/MatMul/Gemm/Add whose output zero point is the type's minimum is dropped (the
+//    quantization clamps at 0 already).
 // The input graph is never modified; a bad configuration raises ValidationError.
 #include <functional>
 #include <memory>

@@ -57,8 +57,10 @@ struct LowpConvEntry {
     std::vector<int64_t> out_shape;
     dnnl::memory::desc x_plain, w_plain, b_plain, y_plain, src, weights, bias, dst;
     Step conv;
-    std::optional<Step> src_reorder, weights_reorder, bias_reorder, dst_reorder;
+    std::optional<Step> weights_reorder, bias_reorder, dst_reorder;
+    std::optional<ReorderInto> src_into;       // X, row-major or another primitive's layout
     std::optional<ReorderInto> residual_into;  // FusedConv's Z into dst's layout and type
+    std::shared_ptr<const OneDnnLayout> dst_layout;  // dst in the half type, not row-major
     dnnl::memory packed_weights, packed_bias;
 };
 
@@ -103,16 +105,19 @@ public:
         const Tensor* z = has_residual_ ? &ctx.input(3) : nullptr;
         if (z && (z->dtype() != x.dtype() || z->shape() != entry->out_shape)) return fallback(ctx);  // broadcasting
 
-        Tensor y(entry->out_shape, x.dtype());
+        // Written in the convolution's own layout (channels-last) when every reader takes it:
+        // chains of half convolutions then never reorder between them.
+        const bool write_layout = entry->dst_layout && ctx.may_write_layout(0);
+        Tensor y = write_layout ? Tensor(entry->out_shape, x.dtype(), entry->dst_layout) : Tensor(entry->out_shape, x.dtype());
         dnnl::stream stream(*cpu_engine());
-        const dnnl::memory src = relayout(stream, entry->src_reorder, memory_over(entry->x_plain, x.data()), entry->src, Buffer::Src);
+        const dnnl::memory src = (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
         const dnnl::memory weights = entry->packed_weights ? entry->packed_weights
                                                            : relayout(stream, entry->weights_reorder,
                                                                       memory_over(entry->w_plain, w.data()),
                                                                       entry->weights, Buffer::Weights);
-        const dnnl::memory y_memory = memory_over(entry->y_plain, y.data());
-        const dnnl::memory dst = entry->dst_reorder ? thread_memory(entry->dst, Buffer::Dst) : y_memory;
-        if (z) entry->residual_into->into(stream, memory_over(entry->y_plain, z->data()), dst);
+        const dnnl::memory y_memory = memory_over(write_layout ? entry->dst : entry->y_plain, y.data());
+        const dnnl::memory dst = write_layout || !entry->dst_reorder ? y_memory : thread_memory(entry->dst, Buffer::Dst);
+        if (z) entry->residual_into->into(stream, memory_over(desc_of(*z, entry->y_plain), z->data()), dst);
         std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
         if (b) {
             args.emplace(DNNL_ARG_BIAS, entry->packed_bias ? entry->packed_bias
@@ -121,10 +126,14 @@ public:
                                                                       Buffer::Bias));
         }
         entry->conv.execute(stream, std::move(args));
-        if (entry->dst_reorder) entry->dst_reorder->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+        if (!write_layout && entry->dst_reorder)
+            entry->dst_reorder->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
         stream.wait();
         ctx.outputs[0] = std::move(y);
     }
+
+    bool reads_layout(size_t input) const override { return input == 0 || (has_residual_ && input == 3); }
+    bool writes_layout(size_t output) const override { return output == 0; }
 
 private:
     std::shared_ptr<const LowpConvEntry> build(const Tensor& x, const std::vector<int64_t>& w_shape, bool has_bias) const {
@@ -154,8 +163,9 @@ private:
         entry->bias = pd->bias_desc();
         entry->dst = pd->dst_desc();
         entry->conv = Step{dnnl::convolution_forward(*pd), pd->scratchpad_desc()};
-        entry->src_reorder = reorder_if_needed(entry->x_plain, entry->src);
+        entry->src_into.emplace(entry->src);
         entry->dst_reorder = reorder_if_needed(entry->dst, entry->y_plain);
+        if (entry->dst_reorder && entry->dst.get_data_type() == half) entry->dst_layout = std::make_shared<OneDnnLayout>(entry->dst);
         if (has_residual_) entry->residual_into.emplace(entry->dst);
         if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
         else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
@@ -285,6 +295,190 @@ private:
     ShapeCache<LowpMatMulEntry> cache_;
 };
 
+// ---------------------------------------------------------------------------------------------
+// MatMul of two activations (attention's Q·K' and P·V) in half precision: batched over the
+// leading dimensions (broadcast where one side has 1) on oneDNN's bf16/f16 matmul. Wraps the
+// kernel made for the node, which runs every other input (float32 graphs, layouts it reads).
+
+struct LowpBatchedMatMulEntry {
+    std::vector<int64_t> out_shape;
+    dnnl::memory::desc a, b, y;
+    Step matmul;
+};
+
+class LowpBatchedMatMulKernel final : public FastKernel {
+public:
+    LowpBatchedMatMulKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> inner)
+        : FastKernel(info, nullptr), inner_(std::move(inner)) {}
+
+    bool reads_layout(size_t input) const override { return inner_->reads_layout(input); }
+    bool writes_layout(size_t output) const override { return inner_->writes_layout(output); }
+
+    void compute(ops::KernelContext& ctx) const override {
+        const Tensor& a = ctx.input(0);
+        const Tensor& b = ctx.input(1);
+        const auto half = half_type(a.dtype());
+        if (!half || b.dtype() != a.dtype() || a.ndim() < 2 || a.ndim() != b.ndim() || a.ndim() > 6 || !a.is_plain() ||
+            !b.is_plain() || a.num_elements() == 0 || b.num_elements() == 0)
+            return inner_->compute(ctx);
+        const size_t rank = a.ndim();
+        if (a.shape()[rank - 1] != b.shape()[rank - 2]) return inner_->compute(ctx);
+        for (size_t d = 0; d + 2 < rank; ++d)
+            if (a.shape()[d] != b.shape()[d] && a.shape()[d] != 1 && b.shape()[d] != 1) return inner_->compute(ctx);
+        apply_thread_budget(ctx.num_threads);
+        std::vector<int64_t> key = a.shape();
+        key.insert(key.end(), b.shape().begin(), b.shape().end());
+        key.push_back(static_cast<int64_t>(a.dtype()));
+        const auto entry = cache_.get(key, [&] { return build(a.shape(), b.shape(), *half); });
+        if (!entry) return inner_->compute(ctx);
+        Tensor y(entry->out_shape, a.dtype());
+        dnnl::stream stream(*cpu_engine());
+        entry->matmul.execute(stream, {{DNNL_ARG_SRC, memory_over(entry->a, a.data())},
+                                       {DNNL_ARG_WEIGHTS, memory_over(entry->b, b.data())},
+                                       {DNNL_ARG_DST, memory_over(entry->y, y.data())}});
+        stream.wait();
+        ctx.outputs[0] = std::move(y);
+    }
+
+private:
+    std::shared_ptr<const LowpBatchedMatMulEntry> build(const std::vector<int64_t>& a_shape, const std::vector<int64_t>& b_shape,
+                                                        DataType half) const {
+        auto entry = std::make_shared<LowpBatchedMatMulEntry>();
+        const size_t rank = a_shape.size();
+        entry->out_shape = a_shape;
+        for (size_t d = 0; d + 2 < rank; ++d) entry->out_shape[d] = std::max(a_shape[d], b_shape[d]);
+        entry->out_shape[rank - 1] = b_shape[rank - 1];
+        entry->a = strided(to_dims(a_shape), half);
+        entry->b = strided(to_dims(b_shape), half);
+        entry->y = strided(to_dims(entry->out_shape), half);
+        try {
+            const dnnl::matmul::primitive_desc pd(*cpu_engine(), entry->a, entry->b, entry->y, base_attr());
+            if (!optimized(pd)) return nullptr;  // no native half kernel: the wrapped kernel runs it
+            entry->matmul = Step{dnnl::matmul(pd), pd.scratchpad_desc()};
+        } catch (const dnnl::error&) {
+            return nullptr;
+        }
+        return entry;
+    }
+
+    std::unique_ptr<ops::OpKernel> inner_;
+    ShapeCache<LowpBatchedMatMulEntry> cache_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Gelu and the binary arithmetic ops (Add, Sub, Mul, Div) on half-precision tensors: oneDNN's
+// eltwise and binary primitives read and write the half type and compute in float32, one
+// rounding per result (the reference kernels convert element by element). Wrap the kernel made
+// for the node, which runs every other input.
+
+struct LowpElementwiseEntry {
+    dnnl::memory::desc a, b, y;
+    std::vector<int64_t> out_shape;
+    Step step;
+};
+
+class LowpElementwiseKernel final : public FastKernel {
+public:
+    LowpElementwiseKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> inner)
+        : FastKernel(info, nullptr), inner_(std::move(inner)), op_(info.node.op_type()),
+          gelu_tanh_(op_ == "Gelu" && info.node.get_attribute<std::string>("approximate", "none") == "tanh") {}
+
+    bool reads_layout(size_t input) const override { return inner_->reads_layout(input); }
+    bool writes_layout(size_t output) const override { return inner_->writes_layout(output); }
+
+    void compute(ops::KernelContext& ctx) const override {
+        const bool unary = op_ == "Gelu";
+        const Tensor* a = &ctx.input(0);
+        const Tensor* b = unary ? nullptr : &ctx.input(1);
+        const auto half = half_type(a->dtype());
+        // Small tensors (shape arithmetic, scalars) stay with the element loop: a primitive call
+        // costs more than it saves there.
+        constexpr int64_t kMinElements = 4096;
+        if (!half || !a->is_plain() || (b && (b->dtype() != a->dtype() || !b->is_plain())) ||
+            std::max(a->num_elements(), b ? b->num_elements() : 0) < kMinElements)
+            return inner_->compute(ctx);
+        std::vector<int64_t> out_shape = a->shape();
+        if (b) {
+            // oneDNN broadcasts the second source only: the full-shaped operand goes first
+            // (Add and Mul commute; Sub and Div need it there already).
+            const auto broadcast = broadcast_shape(a->shape(), b->shape());
+            if (!broadcast) return inner_->compute(ctx);
+            out_shape = *broadcast;
+            if (a->shape() != out_shape) {
+                if (b->shape() != out_shape || (op_ != "Add" && op_ != "Mul")) return inner_->compute(ctx);
+                std::swap(a, b);
+            }
+        }
+        apply_thread_budget(ctx.num_threads);
+        std::vector<int64_t> key = a->shape();
+        if (b) key.insert(key.end(), b->shape().begin(), b->shape().end());
+        key.push_back(static_cast<int64_t>(a->dtype()));
+        key.push_back(b ? static_cast<int64_t>(b->ndim()) : -1);
+        const auto entry = cache_.get(key, [&] { return build(a->shape(), b ? &b->shape() : nullptr, *half); });
+        if (!entry) return inner_->compute(ctx);
+        Tensor y(entry->out_shape, a->dtype());
+        dnnl::stream stream(*cpu_engine());
+        if (b)
+            entry->step.execute(stream, {{DNNL_ARG_SRC_0, memory_over(entry->a, a->data())},
+                                         {DNNL_ARG_SRC_1, memory_over(entry->b, b->data())},
+                                         {DNNL_ARG_DST, memory_over(entry->y, y.data())}});
+        else
+            entry->step.execute(stream, {{DNNL_ARG_SRC, memory_over(entry->a, a->data())},
+                                         {DNNL_ARG_DST, memory_over(entry->y, y.data())}});
+        stream.wait();
+        ctx.outputs[0] = std::move(y);
+    }
+
+private:
+    static std::optional<std::vector<int64_t>> broadcast_shape(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+        const size_t rank = std::max(a.size(), b.size());
+        std::vector<int64_t> out(rank);
+        for (size_t i = 0; i < rank; ++i) {
+            const int64_t da = i + a.size() >= rank ? a[i + a.size() - rank] : 1;
+            const int64_t db = i + b.size() >= rank ? b[i + b.size() - rank] : 1;
+            if (da != db && da != 1 && db != 1) return std::nullopt;
+            out[i] = std::max(da, db);
+        }
+        return out;
+    }
+
+    std::shared_ptr<const LowpElementwiseEntry> build(const std::vector<int64_t>& a_shape, const std::vector<int64_t>* b_shape,
+                                                      DataType half) const {
+        auto entry = std::make_shared<LowpElementwiseEntry>();
+        entry->out_shape = a_shape;
+        entry->a = entry->y = strided(to_dims(a_shape), half);
+        try {
+            if (!b_shape) {
+                const dnnl::eltwise_forward::primitive_desc pd(
+                    *cpu_engine(), dnnl::prop_kind::forward_inference,
+                    gelu_tanh_ ? dnnl::algorithm::eltwise_gelu_tanh : dnnl::algorithm::eltwise_gelu_erf, entry->a, entry->y,
+                    0.0f, 0.0f, base_attr());
+                if (!optimized(pd)) return nullptr;
+                entry->step = Step{dnnl::eltwise_forward(pd), pd.scratchpad_desc()};
+                return entry;
+            }
+            Dims b_dims(a_shape.size(), 1);  // b's shape, right-aligned to a's rank
+            for (size_t i = 0; i < b_shape->size(); ++i) b_dims[a_shape.size() - b_shape->size() + i] = (*b_shape)[i];
+            entry->b = strided(b_dims, half);
+            const dnnl::algorithm alg = op_ == "Add"   ? dnnl::algorithm::binary_add
+                                        : op_ == "Sub" ? dnnl::algorithm::binary_sub
+                                        : op_ == "Mul" ? dnnl::algorithm::binary_mul
+                                                       : dnnl::algorithm::binary_div;
+            const dnnl::binary::primitive_desc pd(*cpu_engine(), alg, entry->a, entry->b, entry->y, base_attr());
+            if (!optimized(pd)) return nullptr;
+            entry->step = Step{dnnl::binary(pd), pd.scratchpad_desc()};
+        } catch (const dnnl::error&) {
+            return nullptr;
+        }
+        return entry;
+    }
+
+    std::unique_ptr<ops::OpKernel> inner_;
+    std::string op_;
+    bool gelu_tanh_;
+    ShapeCache<LowpElementwiseEntry> cache_;
+};
+
 // Wraps the factory registered under `key`: nodes whose weights are a half-precision
 // initializer (how FP16/BF16 graphs come) get the kernel here, over what that factory makes;
 // every other node gets that factory's kernel untouched (its layout contract included).
@@ -306,6 +500,23 @@ void add_lowp_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
     wrap<LowpConvKernel>(kernels, "com.pyflame::FusedConv");
     wrap<LowpMatMulKernel>(kernels, "::MatMul");
     wrap<LowpMatMulKernel>(kernels, "::Gemm");
+    for (const char* op : {"::Gelu", "::Add", "::Sub", "::Mul", "::Div"}) {
+        auto it = kernels.find(op);
+        if (it == kernels.end()) continue;
+        ops::KernelFactory made_for = it->second;
+        it->second = [made_for](const ops::KernelInfo& info) -> std::unique_ptr<ops::OpKernel> {
+            std::unique_ptr<ops::OpKernel> made = made_for(info);
+            if (!cpu_engine()) return made;
+            return std::make_unique<LowpElementwiseKernel>(info, std::move(made));
+        };
+    }
+    // MatMul of two computed inputs (no constant B): the batched half-precision kernel.
+    ops::KernelFactory matmul = kernels.at("::MatMul");
+    kernels["::MatMul"] = [matmul](const ops::KernelInfo& info) -> std::unique_ptr<ops::OpKernel> {
+        std::unique_ptr<ops::OpKernel> made = matmul(info);
+        if (!cpu_engine() || info.constant_input(0) || info.constant_input(1)) return made;
+        return std::make_unique<LowpBatchedMatMulKernel>(info, std::move(made));
+    };
     for (const char* fused : {"com.pyflame::FusedMatMul", "com.pyflame::FusedGemm"})
         if (kernels.count(fused)) wrap<LowpMatMulKernel>(kernels, fused);
 }

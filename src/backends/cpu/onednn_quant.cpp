@@ -1,7 +1,7 @@
 // Integer kernels of the CPU backend: QLinearConv, ConvInteger, QLinearMatMul, MatMulInteger on
 // oneDNN's int8 convolution and matmul (u8/s8 activations, s8 weights, s32 accumulation, VNNI
 // where the CPU has it), the optimizer's fused forms (com.pyflame FusedQLinearConv,
-// DynamicQuantizeMatMul, QLinearAdd; see ops/fused_quant_ops.cpp), and vectorized per-tensor
+// DynamicQuantizeMatMul, QLinearAdd, QLinearConvAdd; see ops/fused_quant_ops.cpp), and vectorized per-tensor
 // QuantizeLinear, DequantizeLinear and DynamicQuantizeLinear.
 //
 // Scales ride on the weights: the primitive's per-output-channel weight scale is
@@ -110,6 +110,26 @@ template <typename F>
 void dispatch8(DType d, F&& fn) {
     if (d == DType::Int8) fn(int8_t{});
     else fn(uint8_t{});
+}
+
+// Two one-byte layouts that put every element at the same offset.
+bool same_byte_order(const dnnl::memory::desc& a, const dnnl::memory::desc& b) {
+    if (a == b) return true;
+    return a.get_format_kind() == dnnl::memory::format_kind::blocked &&
+           b.get_format_kind() == dnnl::memory::format_kind::blocked && a.get_dims() == b.get_dims() &&
+           a.get_padded_dims() == b.get_padded_dims() && a.get_padded_offsets() == b.get_padded_offsets() &&
+           a.get_strides() == b.get_strides() && a.get_inner_blks() == b.get_inner_blks() &&
+           a.get_inner_idxs() == b.get_inner_idxs() && a.get_size() == b.get_size() &&
+           a.get_submemory_offset() == b.get_submemory_offset();
+}
+// `desc` with another one-byte element type; nullopt when the layout has inner blocks (not
+// expressible by strides alone) and the types differ.
+std::optional<dnnl::memory::desc> with_type(const dnnl::memory::desc& desc, DataType type) {
+    if (desc.get_data_type() == type) return desc;
+    if (desc.get_format_kind() != dnnl::memory::format_kind::blocked || desc.get_inner_nblks() != 0 ||
+        desc.get_padded_dims() != desc.get_dims() || desc.get_submemory_offset() != 0)
+        return std::nullopt;
+    return dnnl::memory::desc(desc.get_dims(), type, desc.get_strides());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -258,10 +278,13 @@ public:
         const auto* a_layout = dynamic_cast<const OneDnnLayout*>(a_in->layout());
         const auto* b_layout = dynamic_cast<const OneDnnLayout*>(b_in->layout());
         const DType c_type = ctx.has_input(7) ? ctx.input(7).dtype() : DType::UInt8;
-        // In place over the shared layout when both inputs lie in it and the output (same
-        // element type, so the same layout) may too; else on row-major copies.
-        const bool in_layout = a_layout && b_layout && a_layout->desc() == b_layout->desc() &&
-                               a_in->dtype() == c_type && ctx.may_write_layout(0);
+        // Over the shared layout when both inputs lie in it (int8 and uint8 alike: one byte per
+        // element) and the output may too; else on row-major copies.
+        std::optional<dnnl::memory::desc> c_desc;
+        if (a_layout && b_layout && same_byte_order(a_layout->desc(), b_layout->desc()) && int8_type(c_type) &&
+            ctx.may_write_layout(0))
+            c_desc = with_type(a_layout->desc(), *int8_type(c_type));
+        const bool in_layout = c_desc.has_value();
         Tensor a_plain, b_plain;
         if (!in_layout && !a_in->is_plain()) a_plain = a_in->plain(), a_in = &a_plain;
         if (!in_layout && !b_in->is_plain()) b_plain = b_in->plain(), b_in = &b_plain;
@@ -279,7 +302,7 @@ public:
         const float az = static_cast<float>(*scalar_zero_point(zps[0], a.dtype()));
         const float bz = static_cast<float>(*scalar_zero_point(zps[1], b.dtype()));
         const float cz = static_cast<float>(*scalar_zero_point(zps[2], zps[2]->dtype()));
-        Tensor c = in_layout ? Tensor(a.shape(), zps[2]->dtype(), output_layout(a_layout->desc()))
+        Tensor c = in_layout ? Tensor(a.shape(), zps[2]->dtype(), output_layout(*c_desc))
                              : Tensor(a.shape(), zps[2]->dtype());
         // One byte per element: the storage, padding included, is the element range.
         const int64_t count = in_layout ? static_cast<int64_t>(a_layout->storage_bytes()) : a.num_elements();
@@ -383,6 +406,8 @@ struct QConvEntry {
     std::optional<Step> dst_to_plain;                // when dst is not row-major
     std::shared_ptr<const OneDnnLayout> dst_layout;  // when dst is not row-major
     dnnl::memory packed_weights;
+    dnnl::memory::desc sum_src, sum_dst;  // QLinearConvAdd: S as given, and S over dst's layout
+    std::optional<Step> sum_reorder;      // when S's bytes are not already in dst's order
 };
 
 class QConvKernel final : public FastKernel {
@@ -394,6 +419,7 @@ public:
     QConvKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
         : FastKernel(info, std::move(reference)),
           integer_(info.node.op_type() == "ConvInteger"),
+          sum_(info.node.op_type() == "QLinearConvAdd"),
           window_(ops::WindowAttributes::parse(info.node, false)),
           group_(info.node.get_attribute<int64_t>("group", 1)),
           activation_(Activation::parse(info.node)) {
@@ -401,6 +427,14 @@ public:
         if (w && w->dtype() == DType::Int8) weights_.emplace(*w);
         if (const Tensor* ys = info.constant_input(6); !integer_ && ys && is_f32_scalar(*ys))
             constant_y_scale_ = ys->data_ptr<float>()[0];
+        if (sum_) {
+            // The sum post-op's scale and zero point are fixed when the primitive is made.
+            const Tensor* ss = info.constant_input(10);
+            const Tensor* sz = info.node.has_input(11) ? info.constant_input(11) : nullptr;
+            if (constant_y_scale_ && ss && is_f32_scalar(*ss) && (!info.node.has_input(11) || (sz && int8_type(sz->dtype()))))
+                sum_params_ = SumParams{ss->data_ptr<float>()[0] / *constant_y_scale_,
+                                        sz ? *scalar_zero_point(sz, sz->dtype()) : 0};
+        }
     }
 
     void compute(ops::KernelContext& ctx) const override {
@@ -428,13 +462,28 @@ public:
                 return fallback(ctx);  // the clip bounds were scaled by the session's y_scale
         }
         const DType out = integer_ ? DType::Int32 : y_zp->dtype();
+        const Tensor* sum = sum_ ? &ctx.input(9) : nullptr;
+        if (sum_ && (!sum_params_ || !int8_type(sum->dtype()) || *constant_y_scale_ != ctx.input(6).data_ptr<float>()[0] ||
+                     (ctx.has_input(11) && ctx.input(11).dtype() != sum->dtype())))
+            return fallback(ctx);
         std::vector<int64_t> key = x.shape();
+        if (sum) {
+            const dnnl::memory::desc sum_desc = desc_of(*sum, plain_of(to_dims(sum->shape()), *int8_type(sum->dtype())));
+            key.push_back(static_cast<int64_t>(sum->dtype()));
+            for (int64_t k : layout_key(sum_desc)) key.push_back(k);
+        }
         key.insert(key.end(), w.shape().begin(), w.shape().end());
         key.push_back(static_cast<int64_t>(x.dtype()));
         key.push_back(static_cast<int64_t>(out));
         key.push_back(bias != nullptr);
-        const auto entry = cache_.get(key, [&] { return build(x, w.shape(), out, bias != nullptr); });
+        // Zero points of 0 (uint8 after a Relu, symmetric int8) leave the attribute out: oneDNN
+        // then skips the zero-point compensation (and for uint8 sources any compensation).
+        const bool src_zp = *xz != 0, dst_zp = yz.value_or(0) != 0;
+        key.push_back(src_zp);
+        key.push_back(dst_zp);
+        const auto entry = cache_.get(key, [&] { return build(x, w.shape(), out, bias != nullptr, src_zp, dst_zp, sum); });
         if (!entry) return fallback(ctx);
+        if (sum && sum->shape() != entry->out_shape) return fallback(ctx);
 
         dnnl::stream stream(*cpu_engine());
         const dnnl::memory src = (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
@@ -448,20 +497,27 @@ public:
         Tensor y = write_layout ? Tensor(entry->out_shape, out, entry->dst_layout) : Tensor(entry->out_shape, out);
         const dnnl::memory y_memory = memory_over(write_layout ? entry->dst : entry->y_plain, y.data());
         const dnnl::memory dst = write_layout || !entry->dst_layout ? y_memory : thread_memory(entry->dst, Buffer::Dst);
-        int32_t src_zp = *xz, dst_zp = yz.value_or(0);
+        int32_t src_zero_point = *xz, dst_zero_point = yz.value_or(0);
         std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
-        args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, scalar_s32(src_zp));
+        if (src_zp) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, scalar_s32(src_zero_point));
         std::vector<float> scales, float_bias;
         if (!integer_) {
             const float ys = ctx.input(6).data_ptr<float>()[0];
             scales = multipliers(ctx.input(1).data_ptr<float>()[0], &ctx.input(4), maps, &ys);
             args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, memory_over(entry->scales, scales.data()));
-            args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, scalar_s32(dst_zp));
+            if (dst_zp) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, scalar_s32(dst_zero_point));
             if (bias) {
                 float_bias.resize(static_cast<size_t>(maps));
                 for (int64_t m = 0; m < maps; ++m) float_bias[m] = static_cast<float>(bias->data_ptr<int32_t>()[m]) * scales[m];
                 args.emplace(DNNL_ARG_BIAS, memory_over(entry->bias, float_bias.data()));
             }
+        }
+        if (sum) {  // the sum post-op adds what dst holds: S, in dst's layout
+            if (entry->sum_reorder)
+                entry->sum_reorder->execute(stream, {{DNNL_ARG_FROM, memory_over(entry->sum_src, sum->data())},
+                                                     {DNNL_ARG_TO, memory_over(entry->sum_dst, dst.get_data_handle())}});
+            else
+                std::memcpy(dst.get_data_handle(), sum->data(), entry->dst.get_size());
         }
         entry->conv.execute(stream, std::move(args));
         if (!write_layout && entry->dst_layout)
@@ -470,10 +526,15 @@ public:
         ctx.outputs[0] = std::move(y);
     }
 
-    bool reads_layout(size_t input) const override { return input == 0; }
+    bool reads_layout(size_t input) const override { return input == 0 || (sum_ && input == 9); }
     bool writes_layout(size_t output) const override { return output == 0; }
 
 private:
+    struct SumParams {
+        float scale;  // S_scale / y_scale: S's steps in output steps
+        int32_t zero_point;
+    };
+
     bool handles_shapes(const Tensor& x, const Tensor& w) const {
         const size_t rank = x.ndim();
         if (rank < 3 || rank > 5 || w.ndim() != rank || x.num_elements() == 0 || w.num_elements() == 0) return false;
@@ -484,7 +545,7 @@ private:
     }
 
     std::shared_ptr<const QConvEntry> build(const Tensor& x, const std::vector<int64_t>& w_shape, DType out,
-                                            bool has_bias) const {
+                                            bool has_bias, bool src_zp, bool dst_zp, const Tensor* sum) const {
         const std::vector<int64_t>& x_shape = x.shape();
         const ConvGeometry g = conv_geometry(window_, group_, x_shape, w_shape, node_);
         const int64_t maps = w_shape[0];
@@ -501,11 +562,12 @@ private:
         entry->bias = has_bias ? plain_desc({maps}) : dnnl::memory::desc();
 
         dnnl::primitive_attr attr = base_attr();
-        attr.set_zero_points_mask(DNNL_ARG_SRC, 0);
+        if (src_zp) attr.set_zero_points_mask(DNNL_ARG_SRC, 0);
         if (!integer_) {
             attr.set_scales_mask(DNNL_ARG_WEIGHTS, group_ > 1 ? 3 : 1);  // per output channel
-            attr.set_zero_points_mask(DNNL_ARG_DST, 0);
+            if (dst_zp) attr.set_zero_points_mask(DNNL_ARG_DST, 0);
             dnnl::post_ops ops;
+            if (sum) ops.append_sum(sum_params_->scale, sum_params_->zero_point, *int8_type(sum->dtype()));
             activation_.append(ops, constant_y_scale_.value_or(1.0f));
             attr.set_post_ops(ops);
         }
@@ -528,10 +590,20 @@ private:
         }
         if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
         else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
+        if (sum) {
+            const DataType sum_type = *int8_type(sum->dtype());
+            const auto sum_dst = with_type(entry->dst, sum_type);
+            if (!sum_dst) return nullptr;
+            entry->sum_src = desc_of(*sum, plain_of(to_dims(sum->shape()), sum_type));
+            entry->sum_dst = *sum_dst;
+            if (!same_byte_order(entry->sum_src, entry->sum_dst)) entry->sum_reorder = make_reorder(entry->sum_src, entry->sum_dst);
+        }
         return entry;
     }
 
     bool integer_;
+    bool sum_;  // QLinearConvAdd
+    std::optional<SumParams> sum_params_;
     ops::WindowAttributes window_;
     int64_t group_;
     Activation activation_;
@@ -551,7 +623,7 @@ struct QMatMulEntry {
     dnnl::memory packed_b;
 };
 
-enum class QMatMulKind { QLinear, Integer, Dynamic };
+enum class QMatMulKind { QLinear, Integer, Dynamic, ToFloat };
 
 class QMatMulKernel final : public FastKernel {
 public:
@@ -561,9 +633,10 @@ public:
 
     QMatMulKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
         : FastKernel(info, std::move(reference)),
-          kind_(info.node.op_type() == "MatMulInteger"   ? QMatMulKind::Integer
-                : info.node.op_type() == "QLinearMatMul" ? QMatMulKind::QLinear
-                                                         : QMatMulKind::Dynamic) {
+          kind_(info.node.op_type() == "MatMulInteger"          ? QMatMulKind::Integer
+                : info.node.op_type() == "QLinearMatMul"        ? QMatMulKind::QLinear
+                : info.node.op_type() == "MatMulIntegerToFloat" ? QMatMulKind::ToFloat
+                                                                : QMatMulKind::Dynamic) {
         // QGemm (com.pyflame) is QLinearMatMul with an int32 bias C before y_scale and y_zero_point.
         if (info.node.op_type() == "QGemm") {
             kind_ = QMatMulKind::QLinear;
@@ -578,7 +651,7 @@ public:
         apply_thread_budget(ctx.num_threads);
         const Tensor& a = ctx.input(0);
         const Tensor& b = ctx.input(b_index());
-        const size_t b_zp_index = kind_ == QMatMulKind::QLinear ? 5 : 3;
+        const size_t b_zp_index = kind_ == QMatMulKind::QLinear || kind_ == QMatMulKind::ToFloat ? 5 : 3;
         const Tensor* b_zp = ctx.has_input(b_zp_index) ? &ctx.input(b_zp_index) : nullptr;
         if (b.dtype() != DType::Int8 || b.ndim() != 2 || a.ndim() < 2 || a.shape().back() != b.shape()[0] ||
             a.num_elements() == 0 || b.num_elements() == 0)
@@ -598,6 +671,15 @@ public:
             if (bias && (bias->dtype() != DType::Float32 || bias->num_elements() != n || bias->ndim() != 1))
                 return fallback(ctx);
             az = 0;
+        } else if (kind_ == QMatMulKind::ToFloat) {
+            // MatMulIntegerToFloat(A, B, a_scale, b_scale, a_zp, b_zp, bias): float32 out.
+            az = scalar_zero_point(ctx.has_input(4) ? &ctx.input(4) : nullptr, a.dtype());
+            if (!int8_type(a.dtype()) || !az || !is_f32_scalar(ctx.input(2))) return fallback(ctx);
+            out = DType::Float32;
+            b_scale = &ctx.input(3);
+            bias = ctx.has_input(6) ? &ctx.input(6) : nullptr;
+            if (bias && (bias->dtype() != DType::Float32 || bias->num_elements() != n || bias->ndim() != 1))
+                return fallback(ctx);
         } else {
             az = scalar_zero_point(ctx.has_input(2) ? &ctx.input(2) : nullptr, a.dtype());
             if (!int8_type(a.dtype()) || !az) return fallback(ctx);
@@ -643,6 +725,8 @@ public:
         } else if (kind_ == QMatMulKind::QLinear) {
             const float ys = ctx.input(y_scale_index_).data_ptr<float>()[0];
             scales = multipliers(ctx.input(1).data_ptr<float>()[0], b_scale, n, &ys);
+        } else if (kind_ == QMatMulKind::ToFloat) {
+            scales = multipliers(ctx.input(2).data_ptr<float>()[0], b_scale, n, nullptr);
         }
         std::vector<float> float_bias;
         if (bias && bias->dtype() == DType::Int32) {  // in units of a_scale * b_scale[n]: onto y's scale
@@ -824,9 +908,11 @@ void add_quant_kernels(std::map<std::string, ops::KernelFactory>& kernels) {
     kernels["::QLinearMatMul"] = factory<QMatMulKernel>("QLinearMatMul");
     kernels["::MatMulInteger"] = factory<QMatMulKernel>("MatMulInteger");
     kernels["com.pyflame::FusedQLinearConv"] = factory<QConvKernel>("FusedQLinearConv", "com.pyflame");
+    kernels["com.pyflame::QLinearConvAdd"] = factory<QConvKernel>("QLinearConvAdd", "com.pyflame");
     kernels["com.pyflame::DynamicQuantizeMatMul"] = factory<QMatMulKernel>("DynamicQuantizeMatMul", "com.pyflame");
     kernels["com.pyflame::QLinearAdd"] = factory<QLinearAddKernel>("QLinearAdd", "com.pyflame");
     kernels["com.pyflame::QGemm"] = factory<QMatMulKernel>("QGemm", "com.pyflame");
+    kernels["com.pyflame::MatMulIntegerToFloat"] = factory<QMatMulKernel>("MatMulIntegerToFloat", "com.pyflame");
 }
 
 }  // namespace pyflame_rt::onednn
