@@ -18,36 +18,6 @@
 namespace pyflame_rt::optimize {
 namespace {
 
-const Node* producer(const Graph& graph, const std::string& value) {
-    for (const auto& n : graph.nodes())
-        for (const auto& out : n->outputs())
-            if (out == value) return n.get();
-    return nullptr;
-}
-
-// The node reading `value`, when exactly one node reads it and it is internal.
-const Node* sole_consumer(const Graph& graph, const GraphUses& uses, const std::string& value) {
-    if (uses.uses(value) != 1 || !uses.is_internal(value)) return nullptr;
-    for (const auto& n : graph.nodes())
-        for (const auto& in : n->inputs())
-            if (in == value) return n.get();
-    return nullptr;
-}
-
-// What is known of a value's type: a graph input's, an initializer's or an inferred one.
-std::optional<TensorInfo> info_of(const Graph& graph, const std::string& name) {
-    if (name.empty()) return std::nullopt;
-    if (graph.has_initializer(name)) {
-        const Tensor& t = graph.get_initializer(name);
-        return TensorInfo{name, t.dtype(), to_shape(t.shape()), true, ValueKind::Tensor};
-    }
-    for (const auto& in : graph.inputs())
-        if (in.name == name) return in;
-    auto it = graph.value_infos().find(name);
-    if (it != graph.value_infos().end()) return it->second;
-    return std::nullopt;
-}
-
 // Rank of a float32 tensor value, 0 when not known to be one.
 size_t float_rank(const Graph& graph, const std::string& name) {
     const auto info = info_of(graph, name);
@@ -68,7 +38,7 @@ struct Match {
 // When `value` (removable) is Mul(x, c), Mul(c, x) or Div(x, c) with c a float32 scalar
 // constant that does not raise x's rank: x, with c folded into `m.scale`.
 std::optional<std::string> unscaled(const Graph& graph, const GraphUses& uses, const std::string& value, Match& m) {
-    const Node* n = producer(graph, value);
+    const Node* n = producer_of(graph, value);
     if (!removable(uses, value) || (!is_op(n, "Mul") && !is_op(n, "Div")) || n->inputs().size() != 2) return std::nullopt;
     const bool div = n->op_type() == "Div";
     for (size_t c = div ? 1 : 0; c < 2; ++c) {
@@ -131,14 +101,14 @@ protected:
         std::string scores = softmax->inputs()[0];
         if (!removable(uses, scores)) return false;
         std::string mask;
-        if (const Node* add = producer(graph, scores); is_op(add, "Add")) {
+        if (const Node* add = producer_of(graph, scores); is_op(add, "Add")) {
             if (add->inputs().size() != 2 || add->inputs()[0] == add->inputs()[1]) return false;
             // The product is the input that comes from a MatMul (through scalings).
             size_t chain = 2;
             for (size_t i = 0; i < 2 && chain == 2; ++i) {
                 Match probe;
                 const std::string x = strip_scales(graph, uses, add->inputs()[i], probe);
-                if (removable(uses, add->inputs()[i]) && is_op(producer(graph, x), "MatMul")) chain = i;
+                if (removable(uses, add->inputs()[i]) && is_op(producer_of(graph, x), "MatMul")) chain = i;
             }
             if (chain == 2) return false;
             m.removed.insert(add);
@@ -146,13 +116,13 @@ protected:
             scores = add->inputs()[chain];
         }
         const std::string product = strip_scales(graph, uses, scores, m);
-        const Node* qk = producer(graph, product);
+        const Node* qk = producer_of(graph, product);
         if (!is_op(qk, "MatMul") || qk->inputs().size() != 2 || !removable(uses, product)) return false;
         m.removed.insert(qk);
         const std::string q = strip_scales(graph, uses, qk->inputs()[0], m);
         std::string k = strip_scales(graph, uses, qk->inputs()[1], m);
         bool k_transposed = true;
-        if (const Node* t = producer(graph, k); is_op(t, "Transpose") && removable(uses, k) && t->inputs().size() == 1 &&
+        if (const Node* t = producer_of(graph, k); is_op(t, "Transpose") && removable(uses, k) && t->inputs().size() == 1 &&
                                                  swaps_last_two(t->get_attribute<std::vector<int64_t>>("perm", {}),
                                                                 float_rank(graph, t->inputs()[0]))) {
             m.removed.insert(t);

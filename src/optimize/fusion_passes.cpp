@@ -9,15 +9,6 @@
 namespace pyflame_rt::optimize {
 namespace {
 
-// The node reading `value`, when exactly one node reads it (and nothing else does).
-const std::shared_ptr<Node>* sole_consumer(const Graph& graph, const GraphUses& uses, const std::string& value) {
-    if (uses.uses(value) != 1 || !uses.is_internal(value)) return nullptr;
-    for (const auto& n : graph.nodes())
-        for (const auto& in : n->inputs())
-            if (in == value) return &n;
-    return nullptr;
-}
-
 bool is_f32_constant(const GraphUses& uses, const Graph& graph, const std::string& name) {
     return uses.is_constant(name) && graph.get_initializer(name).dtype() == DType::Float32;
 }
@@ -51,7 +42,7 @@ protected:
         if (conv->op_type() != "Conv" || !conv->domain().empty() || conv->outputs().size() != 1) return false;
         const auto* bn_ptr = sole_consumer(graph, uses, conv->outputs()[0]);
         if (!bn_ptr) return false;
-        const Node& bn = **bn_ptr;
+        const Node& bn = *bn_ptr;
         if (bn.op_type() != "BatchNormalization" || bn.inputs().size() != 5 || bn.inputs()[0] != conv->outputs()[0]) return false;
         if (bn.outputs().size() > 1 && !bn.outputs()[1].empty()) return false;  // training outputs
         if (bn.get_attribute<int64_t>("training_mode", 0) != 0) return false;
@@ -110,8 +101,8 @@ protected:
         const Tensor& b = graph.get_initializer(mm->inputs()[1]);
         if (b.ndim() != 2) return false;
         const auto* add_ptr = sole_consumer(graph, uses, mm->outputs()[0]);
-        if (!add_ptr || (*add_ptr)->op_type() != "Add" || !(*add_ptr)->domain().empty()) return false;
-        const Node& add = **add_ptr;
+        if (!add_ptr || add_ptr->op_type() != "Add" || !add_ptr->domain().empty()) return false;
+        const Node& add = *add_ptr;
         const std::string& other = add.inputs()[0] == mm->outputs()[0] ? add.inputs()[1] : add.inputs()[0];
         if (!is_f32_constant(uses, graph, other)) return false;
         const Tensor& c = graph.get_initializer(other);
@@ -165,8 +156,8 @@ protected:
                      PassResult& r) const override {
         if (!is_conv(*conv)) return false;
         const auto* add_ptr = sole_consumer(graph, uses, conv->outputs()[0]);
-        if (!add_ptr || (*add_ptr)->op_type() != "Add" || !(*add_ptr)->domain().empty()) return false;
-        const Node& add = **add_ptr;
+        if (!add_ptr || add_ptr->op_type() != "Add" || !add_ptr->domain().empty()) return false;
+        const Node& add = *add_ptr;
         if (add.inputs().size() != 2 || add.inputs()[0] == add.inputs()[1]) return false;
         const std::string& residual = add.inputs()[0] == conv->outputs()[0] ? add.inputs()[1] : add.inputs()[0];
         // Same rank as the output: the residual cannot broadcast the result to a bigger shape.
@@ -224,8 +215,8 @@ protected:
                      PassResult& r) const override {
         if (!is_conv(*conv) && !(is_fused_conv(*conv) && !conv->has_attribute("activation"))) return false;
         const auto* act_ptr = sole_consumer(graph, uses, conv->outputs()[0]);
-        if (!act_ptr || !(*act_ptr)->domain().empty() || (*act_ptr)->inputs()[0] != conv->outputs()[0]) return false;
-        const Node& act = **act_ptr;
+        if (!act_ptr || !act_ptr->domain().empty() || act_ptr->inputs()[0] != conv->outputs()[0]) return false;
+        const Node& act = *act_ptr;
         std::vector<double> params;
         if (!fusable_activation(graph, uses, act, params)) return false;
         const std::string& op = act.op_type();
@@ -251,25 +242,25 @@ protected:
     bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& erf,
                      PassResult& r) const override {
         if (erf->op_type() != "Erf" || !erf->domain().empty() || erf->inputs().size() != 1) return false;
-        const Node* div = producer(graph, erf->inputs()[0]);
+        const Node* div = producer_of(graph, erf->inputs()[0]);
         if (!div || div->op_type() != "Div" || !div->domain().empty() || uses.uses(erf->inputs()[0]) != 1 ||
             !uses.is_internal(erf->inputs()[0]) || !is_scalar(graph, uses, div->inputs()[1], 1.4142135623730951))
             return false;
         const std::string& x = div->inputs()[0];
         const auto* add = sole_consumer(graph, uses, erf->outputs()[0]);
-        if (!add || (*add)->op_type() != "Add" || !is_scalar(graph, uses, other_input(**add, erf->outputs()[0]), 1.0))
+        if (!add || add->op_type() != "Add" || !is_scalar(graph, uses, other_input(*add, erf->outputs()[0]), 1.0))
             return false;
-        const auto* mul = sole_consumer(graph, uses, (*add)->outputs()[0]);
-        if (!mul || (*mul)->op_type() != "Mul" || other_input(**mul, (*add)->outputs()[0]) != x) return false;
-        const auto* half = sole_consumer(graph, uses, (*mul)->outputs()[0]);
-        if (!half || (*half)->op_type() != "Mul" || !is_scalar(graph, uses, other_input(**half, (*mul)->outputs()[0]), 0.5))
+        const auto* mul = sole_consumer(graph, uses, add->outputs()[0]);
+        if (!mul || mul->op_type() != "Mul" || other_input(*mul, add->outputs()[0]) != x) return false;
+        const auto* half = sole_consumer(graph, uses, mul->outputs()[0]);
+        if (!half || half->op_type() != "Mul" || !is_scalar(graph, uses, other_input(*half, mul->outputs()[0]), 0.5))
             return false;
         auto gelu = std::make_shared<Node>("Gelu", unique_name(graph, erf->name() + "_gelu"), std::vector<std::string>{x},
-                                           (*half)->outputs());
-        const std::unordered_set<const Node*> gone{div, erf.get(), add->get(), mul->get(), half->get()};
+                                           half->outputs());
+        const std::unordered_set<const Node*> gone{div, erf.get(), add, mul, half};
         std::vector<std::shared_ptr<Node>> nodes;
         for (const auto& n : graph.nodes()) {
-            if (n.get() == half->get()) nodes.push_back(gelu);
+            if (n.get() == half) nodes.push_back(gelu);
             else if (!gone.count(n.get())) nodes.push_back(n);
         }
         graph.set_nodes(std::move(nodes));
@@ -278,12 +269,6 @@ protected:
     }
 
 private:
-    static const Node* producer(const Graph& graph, const std::string& value) {
-        for (const auto& n : graph.nodes())
-            for (const auto& out : n->outputs())
-                if (out == value) return n.get();
-        return nullptr;
-    }
     static std::string other_input(const Node& binary, const std::string& one) {
         if (binary.inputs().size() != 2 || !binary.domain().empty()) return {};
         return binary.inputs()[0] == one ? binary.inputs()[1] : binary.inputs()[0];
@@ -317,13 +302,13 @@ protected:
         const std::string& x = sigmoid->inputs()[0];
         const std::string& s = sigmoid->outputs()[0];
         const auto* mul = sole_consumer(graph, uses, s);
-        if (!mul || (*mul)->op_type() != "Mul" || !(*mul)->domain().empty() || (*mul)->inputs().size() != 2) return false;
-        const auto& in = (*mul)->inputs();
+        if (!mul || mul->op_type() != "Mul" || !mul->domain().empty() || mul->inputs().size() != 2) return false;
+        const auto& in = mul->inputs();
         if (!((in[0] == x && in[1] == s) || (in[0] == s && in[1] == x))) return false;
         auto swish = std::make_shared<Node>("Swish", unique_name(graph, sigmoid->name() + "_swish"),
-                                            std::vector<std::string>{x}, (*mul)->outputs());
+                                            std::vector<std::string>{x}, mul->outputs());
         swish->set_attribute("alpha", 1.0);
-        replace_node(graph, mul->get(), swish, sigmoid.get());
+        replace_node(graph, mul, swish, sigmoid.get());
         ++r.nodes_fused;
         return true;
     }
@@ -345,8 +330,8 @@ protected:
         const Tensor& b = graph.get_initializer(mm->inputs()[1]);
         if (b.ndim() != 2) return false;
         const auto* add_ptr = sole_consumer(graph, uses, mm->outputs()[0]);
-        if (!add_ptr || (*add_ptr)->op_type() != "Add" || !(*add_ptr)->domain().empty()) return false;
-        const Node& add = **add_ptr;
+        if (!add_ptr || add_ptr->op_type() != "Add" || !add_ptr->domain().empty()) return false;
+        const Node& add = *add_ptr;
         if (add.inputs().size() != 2 || add.inputs()[0] == add.inputs()[1]) return false;
         const std::string& bias = add.inputs()[0] == mm->outputs()[0] ? add.inputs()[1] : add.inputs()[0];
         if (!is_float_constant(uses, graph, bias)) return false;
@@ -379,8 +364,8 @@ protected:
                              !mm->has_attribute("activation"));
         if ((!gemm && !matmul) || mm->outputs().size() != 1) return false;
         const auto* act_ptr = sole_consumer(graph, uses, mm->outputs()[0]);
-        if (!act_ptr || (*act_ptr)->inputs()[0] != mm->outputs()[0]) return false;
-        const Node& act = **act_ptr;
+        if (!act_ptr || act_ptr->inputs()[0] != mm->outputs()[0]) return false;
+        const Node& act = *act_ptr;
         std::vector<double> params;
         if (!fusable_activation(graph, uses, act, params)) return false;
         auto fused = std::make_shared<Node>(gemm ? "FusedGemm" : "FusedMatMul", mm->name(), mm->inputs(),

@@ -16,15 +16,6 @@
 namespace pyflame_rt::optimize {
 namespace {
 
-// The node reading `value`, when exactly one node reads it, once, and nothing else does.
-const Node* sole_consumer(const Graph& graph, const GraphUses& uses, const std::string& value) {
-    if (uses.uses(value) != 1 || !uses.is_internal(value)) return nullptr;
-    for (const auto& n : graph.nodes())
-        for (const auto& in : n->inputs())
-            if (in == value) return n.get();
-    return nullptr;
-}
-
 bool is_op(const Node* n, const char* op_type, size_t inputs) {
     return n && n->op_type() == op_type && n->domain().empty() && n->inputs().size() == inputs && n->outputs().size() == 1;
 }
@@ -49,14 +40,6 @@ std::optional<double> scalar_constant(const Graph& graph, const GraphUses& uses,
         case DType::Int64: return static_cast<double>(t.data_ptr<int64_t>()[0]);
         default: return std::nullopt;
     }
-}
-
-// What is known of `value`: a graph input's or an inferred annotation.
-const TensorInfo* info_of(const Graph& graph, const std::string& value) {
-    for (const auto& in : graph.inputs())
-        if (in.name == value) return &in;
-    auto it = graph.value_infos().find(value);
-    return it == graph.value_infos().end() ? nullptr : &it->second;
 }
 
 // Whether `n` is ReduceMean over the last axis of a rank-`rank` input, keeping it: axes [-1] or
@@ -109,7 +92,7 @@ protected:
                      PassResult& r) const override {
         if (mean->op_type() != "ReduceMean" || mean->inputs().empty()) return false;
         const std::string x = mean->inputs()[0];
-        const TensorInfo* x_info = info_of(graph, x);
+        const auto x_info = info_of(graph, x);
         if (!x_info || x_info->kind != ValueKind::Tensor || x_info->dtype != DType::Float32 || !x_info->rank_known ||
             x_info->shape.empty() || !x_info->shape.back())
             return false;

@@ -10,33 +10,11 @@
 namespace pyflame_rt::optimize {
 namespace {
 
-const Node* producer_of(const Graph& graph, const std::string& value) {
-    for (const auto& n : graph.nodes())
-        for (const auto& out : n->outputs())
-            if (out == value) return n.get();
-    return nullptr;
-}
-
-// The node reading `value`, when exactly one node reads it, once, and nothing else does.
-const Node* sole_consumer(const Graph& graph, const GraphUses& uses, const std::string& value) {
-    if (uses.uses(value) != 1 || !uses.is_internal(value)) return nullptr;
-    for (const auto& n : graph.nodes())
-        for (const auto& in : n->inputs())
-            if (in == value) return n.get();
-    return nullptr;
-}
-
 // What is known of a value's shape: graph input, initializer or inferred annotation.
 std::optional<Shape> shape_of(const Graph& graph, const std::string& name) {
-    if (graph.has_initializer(name)) {
-        const auto& dims = graph.get_initializer(name).shape();
-        return Shape(dims.begin(), dims.end());
-    }
-    for (const auto& in : graph.inputs())
-        if (in.name == name) return in.rank_known ? std::optional<Shape>(in.shape) : std::nullopt;
-    auto it = graph.value_infos().find(name);
-    if (it == graph.value_infos().end() || !it->second.rank_known || it->second.kind != ValueKind::Tensor) return std::nullopt;
-    return it->second.shape;
+    const auto info = info_of(graph, name);
+    if (!info || !info->rank_known || info->kind != ValueKind::Tensor) return std::nullopt;
+    return info->shape;
 }
 
 bool is_transpose(const Node& n) {

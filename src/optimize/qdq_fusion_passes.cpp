@@ -31,23 +31,6 @@ namespace {
 
 bool is_default(const Node& n) { return n.domain().empty() || n.domain() == "ai.onnx"; }
 
-const std::shared_ptr<Node>* producer_of(const Graph& graph, const std::string& value) {
-    if (value.empty()) return nullptr;
-    for (const auto& n : graph.nodes())
-        for (const auto& out : n->outputs())
-            if (out == value) return &n;
-    return nullptr;
-}
-
-// The node reading `value`, when exactly one node reads it (and nothing else does).
-const std::shared_ptr<Node>* sole_consumer(const Graph& graph, const GraphUses& uses, const std::string& value) {
-    if (uses.uses(value) != 1 || !uses.is_internal(value)) return nullptr;
-    for (const auto& n : graph.nodes())
-        for (const auto& in : n->inputs())
-            if (in == value) return &n;
-    return nullptr;
-}
-
 const Tensor* constant(const Graph& graph, const GraphUses& uses, const std::string& name) {
     return uses.is_constant(name) ? &graph.get_initializer(name) : nullptr;
 }
@@ -91,7 +74,7 @@ bool per_tensor(const QuantParams& p) { return p.scale_value->num_elements() == 
 std::optional<QuantParams> activation_dequantize(const Graph& graph, const GraphUses& uses, const std::string& value) {
     const auto* n = producer_of(graph, value);
     if (!n) return std::nullopt;
-    auto p = quant_params(graph, uses, **n, "DequantizeLinear");
+    auto p = quant_params(graph, uses, *n, "DequantizeLinear");
     if (!p || !per_tensor(*p) || !p->zp_value || !is_8bit(p->zp_value->dtype())) return std::nullopt;
     return p;
 }
@@ -145,7 +128,7 @@ protected:
         const auto x = activation_dequantize(graph, uses, op->inputs()[0]);
         const auto* w_node = producer_of(graph, op->inputs()[1]);
         if (!x || !w_node) return false;
-        const auto w = quant_params(graph, uses, **w_node, "DequantizeLinear");
+        const auto w = quant_params(graph, uses, *w_node, "DequantizeLinear");
         if (!w) return false;
         const Tensor* wq = constant(graph, uses, w->data);
         if (!wq || !is_8bit(wq->dtype()) || wq->ndim() < 2 || (!conv && wq->ndim() != 2) ||
@@ -166,18 +149,18 @@ protected:
         if (!next && conv) return false;
         const Node* activation = nullptr;
         std::vector<double> bounds;
-        if (conv && ((*next)->op_type() == "Relu" || (*next)->op_type() == "Clip") && is_default(**next) &&
-            (*next)->inputs()[0] == op->outputs()[0]) {
-            if ((*next)->op_type() == "Clip") {
-                const auto b = clip_bounds(graph, uses, **next);
+        if (conv && (next->op_type() == "Relu" || next->op_type() == "Clip") && is_default(*next) &&
+            next->inputs()[0] == op->outputs()[0]) {
+            if (next->op_type() == "Clip") {
+                const auto b = clip_bounds(graph, uses, *next);
                 if (!b) return false;
                 bounds = *b;
             }
-            activation = next->get();
+            activation = next;
             next = sole_consumer(graph, uses, activation->outputs()[0]);
             if (!next) return false;
         }
-        const auto y = next ? output_quantize(graph, uses, **next) : std::nullopt;
+        const auto y = next ? output_quantize(graph, uses, *next) : std::nullopt;
         if (!y && conv) return false;
 
         // Inputs of the int8 node; a missing weight zero point becomes explicit zeros.
@@ -277,7 +260,7 @@ private:
         } else {
             const auto* dq = producer_of(graph, name);
             if (!dq) return std::nullopt;
-            const auto p = quant_params(graph, uses, **dq, "DequantizeLinear");
+            const auto p = quant_params(graph, uses, *dq, "DequantizeLinear");
             const Tensor* bq = p ? constant(graph, uses, p->data) : nullptr;
             if (!bq || bq->dtype() != DType::Int32 || bq->num_elements() != channels) return std::nullopt;
             if (p->zp_value) {
@@ -321,7 +304,7 @@ protected:
         const auto b = activation_dequantize(graph, uses, add->inputs()[1]);
         const auto* next = sole_consumer(graph, uses, add->outputs()[0]);
         if (!a || !b || !next) return false;
-        const auto y = output_quantize(graph, uses, **next);
+        const auto y = output_quantize(graph, uses, *next);
         if (!y) return false;
         auto fused = std::make_shared<Node>(
             "QLinearAdd", unique_name(graph, add->name() + "_quant"),
@@ -351,7 +334,7 @@ protected:
         const auto x = activation_dequantize(graph, uses, pool->inputs()[0]);
         const auto* next = sole_consumer(graph, uses, pool->outputs()[0]);
         if (!x || !next) return false;
-        const auto y = output_quantize(graph, uses, **next);
+        const auto y = output_quantize(graph, uses, *next);
         if (!y || y->zp_value->dtype() != x->zp_value->dtype() ||
             y->scale_value->data_ptr<float>()[0] != x->scale_value->data_ptr<float>()[0] ||
             std::memcmp(y->zp_value->data(), x->zp_value->data(), 1) != 0)
@@ -374,44 +357,44 @@ protected:
     bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& mm, PassResult& r) const override {
         if (mm->op_type() != "MatMulInteger" || !is_default(*mm) || mm->inputs().size() < 3) return false;
         const auto* dql = producer_of(graph, mm->inputs()[0]);
-        if (!dql || (*dql)->op_type() != "DynamicQuantizeLinear" || !is_default(**dql) || (*dql)->outputs().size() != 3 ||
-            mm->inputs()[2] != (*dql)->outputs()[2])
+        if (!dql || dql->op_type() != "DynamicQuantizeLinear" || !is_default(*dql) || dql->outputs().size() != 3 ||
+            mm->inputs()[2] != dql->outputs()[2])
             return false;
         const Tensor* b = constant(graph, uses, mm->inputs()[1]);
         if (!b || b->ndim() != 2 || !is_8bit(b->dtype())) return false;
         if (mm->has_input(3) && !constant(graph, uses, mm->inputs()[3])) return false;
         const auto* cast = sole_consumer(graph, uses, mm->outputs()[0]);
-        if (!cast || (*cast)->op_type() != "Cast" || (*cast)->get_attribute<int64_t>("to", 0) != 1) return false;
-        const auto* mul = sole_consumer(graph, uses, (*cast)->outputs()[0]);
-        if (!mul || (*mul)->op_type() != "Mul" || !is_default(**mul) || (*mul)->inputs().size() != 2) return false;
-        const std::string& scale = other_input(**mul, (*cast)->outputs()[0]);
+        if (!cast || cast->op_type() != "Cast" || cast->get_attribute<int64_t>("to", 0) != 1) return false;
+        const auto* mul = sole_consumer(graph, uses, cast->outputs()[0]);
+        if (!mul || mul->op_type() != "Mul" || !is_default(*mul) || mul->inputs().size() != 2) return false;
+        const std::string& scale = other_input(*mul, cast->outputs()[0]);
         // scale = Mul(a_scale, b_scale constant), read by this Mul only.
         const auto* scale_mul = producer_of(graph, scale);
-        if (!scale_mul || (*scale_mul)->op_type() != "Mul" || !is_default(**scale_mul) ||
-            (*scale_mul)->inputs().size() != 2 || uses.uses(scale) != 1 || !uses.is_internal(scale))
+        if (!scale_mul || scale_mul->op_type() != "Mul" || !is_default(*scale_mul) ||
+            scale_mul->inputs().size() != 2 || uses.uses(scale) != 1 || !uses.is_internal(scale))
             return false;
-        const auto& scale_inputs = (*scale_mul)->inputs();
-        if (scale_inputs[0] != (*dql)->outputs()[1] && scale_inputs[1] != (*dql)->outputs()[1]) return false;
-        const std::string& b_scale = other_input(**scale_mul, (*dql)->outputs()[1]);
+        const auto& scale_inputs = scale_mul->inputs();
+        if (scale_inputs[0] != dql->outputs()[1] && scale_inputs[1] != dql->outputs()[1]) return false;
+        const std::string& b_scale = other_input(*scale_mul, dql->outputs()[1]);
         const Tensor* bs = constant(graph, uses, b_scale);
         if (!bs || bs->dtype() != DType::Float32 || b_scale == scale ||
             (bs->num_elements() != 1 && !(bs->ndim() == 1 && bs->num_elements() == b->shape()[1])))
             return false;
-        std::unordered_set<const Node*> removed{cast->get(), mul->get(), scale_mul->get()};
-        std::string output = (*mul)->outputs()[0], bias;
-        if (const auto* add = sole_consumer(graph, uses, output); add && (*add)->op_type() == "Add" && is_default(**add) &&
-                                                                  (*add)->inputs().size() == 2) {
-            const std::string& other = other_input(**add, output);
+        std::unordered_set<const Node*> removed{cast, mul, scale_mul};
+        std::string output = mul->outputs()[0], bias;
+        if (const auto* add = sole_consumer(graph, uses, output); add && add->op_type() == "Add" && is_default(*add) &&
+                                                                  add->inputs().size() == 2) {
+            const std::string& other = other_input(*add, output);
             const Tensor* c = constant(graph, uses, other);
             if (c && c->dtype() == DType::Float32 && c->ndim() == 1 && c->num_elements() == b->shape()[1]) {
                 bias = other;
-                output = (*add)->outputs()[0];
-                removed.insert(add->get());
+                output = add->outputs()[0];
+                removed.insert(add);
             }
         }
         auto fused = std::make_shared<Node>(
             "DynamicQuantizeMatMul", unique_name(graph, mm->name() + "_dynamic"),
-            std::vector<std::string>{(*dql)->inputs()[0], mm->inputs()[1], b_scale, mm->has_input(3) ? mm->inputs()[3] : "", bias},
+            std::vector<std::string>{dql->inputs()[0], mm->inputs()[1], b_scale, mm->has_input(3) ? mm->inputs()[3] : "", bias},
             std::vector<std::string>{output});
         fused->set_domain("com.pyflame");
         graph.opset_imports().emplace("com.pyflame", 1);
@@ -447,23 +430,23 @@ protected:
             return false;
         const auto* dq_node = sole_consumer(graph, uses, conv->outputs()[0]);
         if (!dq_node) return false;
-        const auto dq = quant_params(graph, uses, **dq_node, "DequantizeLinear");
+        const auto dq = quant_params(graph, uses, *dq_node, "DequantizeLinear");
         if (!dq || !per_tensor(*dq) || !same_constant(graph, uses, dq->scale, conv->inputs()[6]) ||
             !same_constant(graph, uses, dq->zero_point, conv->inputs()[7]))
             return false;
-        const auto* act = sole_consumer(graph, uses, (*dq_node)->outputs()[0]);
-        if (!act || !is_default(**act) || ((*act)->op_type() != "Relu" && (*act)->op_type() != "Clip") ||
-            (*act)->inputs()[0] != (*dq_node)->outputs()[0])
+        const auto* act = sole_consumer(graph, uses, dq_node->outputs()[0]);
+        if (!act || !is_default(*act) || (act->op_type() != "Relu" && act->op_type() != "Clip") ||
+            act->inputs()[0] != dq_node->outputs()[0])
             return false;
         std::vector<double> bounds;
-        if ((*act)->op_type() == "Clip") {
-            const auto b = clip_bounds(graph, uses, **act);
+        if (act->op_type() == "Clip") {
+            const auto b = clip_bounds(graph, uses, *act);
             if (!b) return false;
             bounds = *b;
         }
-        const auto* q_node = sole_consumer(graph, uses, (*act)->outputs()[0]);
+        const auto* q_node = sole_consumer(graph, uses, act->outputs()[0]);
         if (!q_node) return false;
-        const auto y = output_quantize(graph, uses, **q_node);
+        const auto y = output_quantize(graph, uses, *q_node);
         if (!y || y->zero_point.empty()) return false;
         std::vector<std::string> inputs = conv->inputs();
         inputs[6] = y->scale;
@@ -471,10 +454,10 @@ protected:
         auto fused = std::make_shared<Node>("FusedQLinearConv", conv->name(), inputs, y->node->outputs());
         for (const auto& [k, v] : conv->attributes()) fused->set_attribute(k, v);
         fused->set_domain("com.pyflame");
-        fused->set_attribute("activation", (*act)->op_type());
+        fused->set_attribute("activation", act->op_type());
         if (!bounds.empty()) fused->set_attribute("activation_params", bounds);
         graph.opset_imports().emplace("com.pyflame", 1);
-        replace_nodes(graph, conv.get(), fused, {dq_node->get(), act->get(), y->node});
+        replace_nodes(graph, conv.get(), fused, {dq_node, act, y->node});
         r.nodes_fused += 3;
         return true;
     }
@@ -505,18 +488,18 @@ protected:
             return false;
         const Tensor* b = constant(graph, uses, mm->inputs()[1]);
         const auto* add = sole_consumer(graph, uses, mm->outputs()[0]);
-        if (!b || b->ndim() != 2 || !add || (*add)->op_type() != "Add" || !is_default(**add) || (*add)->inputs().size() != 2 ||
-            (*add)->inputs()[0] == (*add)->inputs()[1])
+        if (!b || b->ndim() != 2 || !add || add->op_type() != "Add" || !is_default(*add) || add->inputs().size() != 2 ||
+            add->inputs()[0] == add->inputs()[1])
             return false;
-        const std::string& other = (*add)->inputs()[0] == mm->outputs()[0] ? (*add)->inputs()[1] : (*add)->inputs()[0];
+        const std::string& other = add->inputs()[0] == mm->outputs()[0] ? add->inputs()[1] : add->inputs()[0];
         const Tensor* c = constant(graph, uses, other);
         if (!c || c->dtype() != DType::Float32 || c->ndim() != 1 || c->num_elements() != b->shape()[1]) return false;
         std::vector<std::string> inputs = mm->inputs();
         inputs.resize(6);
         inputs.push_back(other);
-        auto fused = std::make_shared<Node>("MatMulIntegerToFloat", mm->name(), inputs, (*add)->outputs());
+        auto fused = std::make_shared<Node>("MatMulIntegerToFloat", mm->name(), inputs, add->outputs());
         fused->set_domain("com.pyflame");
-        replace_nodes(graph, mm.get(), fused, {add->get()});
+        replace_nodes(graph, mm.get(), fused, {add});
         ++r.nodes_fused;
         return true;
     }
@@ -539,14 +522,14 @@ protected:
             return false;
         for (size_t side : {0, 3}) {
             const auto* conv = producer_of(graph, add->inputs()[side]);
-            if (!conv || (*conv)->op_type() != "QLinearConv" || !is_default(**conv) || (*conv)->outputs().size() != 1 ||
-                (*conv)->inputs().size() < 8 || uses.uses((*conv)->outputs()[0]) != 1 ||
-                !uses.is_internal((*conv)->outputs()[0]))
+            if (!conv || conv->op_type() != "QLinearConv" || !is_default(*conv) || conv->outputs().size() != 1 ||
+                conv->inputs().size() < 8 || uses.uses(conv->outputs()[0]) != 1 ||
+                !uses.is_internal(conv->outputs()[0]))
                 continue;
             // Its output's parameters are the ones the addition dequantizes it with.
-            if ((*conv)->inputs()[6] != add->inputs()[side + 1] || (*conv)->inputs()[7] != add->inputs()[side + 2]) continue;
+            if (conv->inputs()[6] != add->inputs()[side + 1] || conv->inputs()[7] != add->inputs()[side + 2]) continue;
             const size_t other = 3 - side;
-            const auto& conv_in = (*conv)->inputs();
+            const auto& conv_in = conv->inputs();
             std::vector<std::string> inputs(conv_in.begin(), conv_in.begin() + 6);
             inputs.push_back(add->inputs()[6]);
             inputs.push_back(add->inputs()[7]);
@@ -554,12 +537,12 @@ protected:
             inputs.push_back(add->inputs()[other]);
             inputs.push_back(add->inputs()[other + 1]);
             inputs.push_back(add->inputs()[other + 2]);
-            auto fused = std::make_shared<Node>("QLinearConvAdd", unique_name(graph, (*conv)->name() + "_add"), inputs,
+            auto fused = std::make_shared<Node>("QLinearConvAdd", unique_name(graph, conv->name() + "_add"), inputs,
                                                 add->outputs());
-            for (const auto& [k, v] : (*conv)->attributes()) fused->set_attribute(k, v);
+            for (const auto& [k, v] : conv->attributes()) fused->set_attribute(k, v);
             fused->set_domain("com.pyflame");
             graph.opset_imports().emplace("com.pyflame", 1);
-            const Node* conv_node = conv->get();
+            const Node* conv_node = conv;
             replace_nodes(graph, add.get(), fused, {conv_node});
             ++r.nodes_fused;
             return true;

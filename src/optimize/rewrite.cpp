@@ -86,4 +86,33 @@ std::string unique_name(const Graph& graph, const std::string& base) {
     return name;
 }
 
+const Node* producer_of(const Graph& graph, const std::string& value) {
+    if (value.empty()) return nullptr;
+    for (const auto& n : graph.nodes())
+        for (const auto& out : n->outputs())
+            if (out == value) return n.get();
+    return nullptr;
+}
+
+const Node* sole_consumer(const Graph& graph, const GraphUses& uses, const std::string& value) {
+    if (value.empty() || uses.uses(value) != 1 || !uses.is_internal(value)) return nullptr;
+    for (const auto& n : graph.nodes())
+        for (const auto& in : n->inputs())
+            if (in == value) return n.get();
+    return nullptr;
+}
+
+std::optional<TensorInfo> info_of(const Graph& graph, const std::string& name) {
+    if (name.empty()) return std::nullopt;
+    for (const auto& in : graph.inputs())
+        if (in.name == name) return in;  // before initializers: an input may override its default
+    if (graph.has_initializer(name)) {
+        const Tensor& t = graph.get_initializer(name);
+        return TensorInfo{name, t.dtype(), to_shape(t.shape()), true, ValueKind::Tensor};
+    }
+    auto it = graph.value_infos().find(name);
+    if (it != graph.value_infos().end()) return it->second;
+    return std::nullopt;
+}
+
 }  // namespace pyflame_rt::optimize

@@ -1,5 +1,6 @@
 #pragma once
 // What graph passes need to know about a graph: who uses each value, what is constant.
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -46,5 +47,12 @@ bool has_subgraph(const Node& node);
 void replace_uses(Graph& graph, const std::string& from, const std::string& to);
 // A name not yet used by any value or node in `graph`, starting from `base`.
 std::string unique_name(const Graph& graph, const std::string& base);
+// The node writing `value`; nullptr for graph inputs, initializers and unknown names.
+const Node* producer_of(const Graph& graph, const std::string& value);
+// The node reading `value` when exactly one node input reads it and no graph output or
+// subgraph does; else nullptr.
+const Node* sole_consumer(const Graph& graph, const GraphUses& uses, const std::string& value);
+// What is known of a value's type and shape: an initializer's, a graph input's or an inferred one.
+std::optional<TensorInfo> info_of(const Graph& graph, const std::string& name);
 
 }  // namespace pyflame_rt::optimize
