@@ -309,7 +309,7 @@ def run_speed(rt, work: Path, models, batches, runs):
     from pyflame_rt.quantization import QuantConfig, QuantGranularity, Quantizer
 
     cache = ROOT / "build" / "bench-models"
-    rows = []
+    rows, sizes = [], []
     for name in models:
         path = bench_models.export(name, cache)
         graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
@@ -320,12 +320,20 @@ def run_speed(rt, work: Path, models, batches, runs):
         static = Quantizer(cfg).quantize_with_calibration(graph, lambda: {"input": next(it)}, len(calib))
         dyn_cfg = QuantConfig.dynamic_int8()
         dyn_cfg.granularity = QuantGranularity.PerChannel
-        variants = {
-            "FP32": graph,
-            "BF16": Quantizer(QuantConfig.bfloat16()).convert_to_bfloat16(graph).quantized_graph,
-            "dynamic INT8": Quantizer(dyn_cfg).quantize_dynamic(graph).quantized_graph,
-            "static INT8 (QDQ)": static.quantized_graph,
+        results = {
+            "FP16": Quantizer(QuantConfig.fp16()).convert_to_fp16(graph),
+            "BF16": Quantizer(QuantConfig.bfloat16()).convert_to_bfloat16(graph),
+            "dynamic INT8": Quantizer(dyn_cfg).quantize_dynamic(graph),
+            "static INT8 (QDQ)": static,
         }
+        fp32_pfm = work / f"{name}-FP32.pfm"
+        rt.save_model(graph, str(fp32_pfm))
+        sizes.append((name, "FP32", 1.0, fp32_pfm.stat().st_size))
+        for label, res in results.items():  # the weights' size: the stats, and the saved .pfm file
+            pfm = work / f"{name}-{label.split()[0]}-{label.split()[-1].strip('()')}.pfm"
+            rt.save_model(res.quantized_graph, str(pfm))
+            sizes.append((name, label, res.stats.compression_ratio(), pfm.stat().st_size))
+        variants = {"FP32": graph, **{k: results[k].quantized_graph for k in ("BF16", "dynamic INT8", "static INT8 (QDQ)")}}
         qdq_path = work / f"{name}-ours-qdq.onnx"
         rt.export_onnx(static.quantized_graph, qdq_path)
         ort_path = work / f"{name}-ort-qdq.onnx"
@@ -359,7 +367,16 @@ def run_speed(rt, work: Path, models, batches, runs):
             for label, t in times.items():
                 cos = cosine(outputs[label], ref) if ref is not None and label in outputs else None
                 rows.append((name, batch, label, t, cos))
-    return rows
+    return rows, sizes
+
+
+def size_markdown(sizes):
+    fp32_bytes = {name: file_bytes for name, label, _, file_bytes in sizes if label == "FP32"}
+    out = ["| model | variant | weights compression (stats) | .pfm file | file vs FP32 .pfm |", "|---|---|---:|---:|---:|"]
+    for name, label, ratio, file_bytes in sizes:
+        out.append(f"| {name} | {label} | {ratio:.2f}x | {file_bytes / 2**20:.1f} MiB | "
+                   f"{fp32_bytes[name] / file_bytes:.2f}x |")
+    return "\n".join(out)
 
 
 def speed_markdown(rows):
@@ -429,11 +446,12 @@ def main():
                 "follows it); ORT = ONNX file size ratio.\n",
                 "### Accuracy\n", accuracy_markdown(rows)]
         if args.speed:
-            speed_rows = run_speed(rt, work, args.speed_models.split(","), [int(b) for b in args.batches.split(",")],
-                                   args.runs)
+            speed_rows, sizes = run_speed(rt, work, args.speed_models.split(","),
+                                          [int(b) for b in args.batches.split(",")], args.runs)
             text += ["### Speed (median and best of interleaved rounds, ms; seeded random input; static INT8 = MinMax "
                      "per-channel QDQ; speed-ups from the best round)\n",
-                     speed_markdown(speed_rows), ""]
+                     speed_markdown(speed_rows), "",
+                     "### Size of the speed models' weights\n", size_markdown(sizes), ""]
         text.append(f"\n_Total time {time.time() - started:.0f} s; 1-min load average {load_start:.1f} at the start, "
                     f"{os.getloadavg()[0]:.1f} at the end on {os.cpu_count()} CPUs shared with other work, so the "
                     "latencies are rough: compare rows measured together, not across runs._")
