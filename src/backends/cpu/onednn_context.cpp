@@ -147,10 +147,6 @@ ExecArgs::ExecArgs(std::initializer_list<std::pair<int, dnnl::memory>> args) {
     for (const auto& [arg, memory] : args) emplace(arg, memory);
 }
 
-ExecArgs::ExecArgs(const std::unordered_map<int, dnnl::memory>& args) {
-    for (const auto& [arg, memory] : args) emplace(arg, memory);
-}
-
 void ExecArgs::emplace(int arg, dnnl::memory memory) {
     if (size_ == kMax) throw std::logic_error("a oneDNN primitive given more than 16 arguments");
     args_[size_++] = {arg, std::move(memory)};

@@ -64,7 +64,6 @@ class ExecArgs {
 public:
     static constexpr size_t kMax = 16;
     ExecArgs(std::initializer_list<std::pair<int, dnnl::memory>> args);
-    ExecArgs(const std::unordered_map<int, dnnl::memory>& args);  // NOLINT: implicit, as a map was the type
     void emplace(int arg, dnnl::memory memory);
     size_t size() const { return size_; }
     const std::pair<int, dnnl::memory>& operator[](size_t i) const { return args_[i]; }

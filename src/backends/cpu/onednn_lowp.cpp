@@ -109,7 +109,7 @@ public:
         // chains of half convolutions then never reorder between them.
         const bool write_layout = entry->dst_layout && ctx.may_write_layout(0);
         Tensor y = write_layout ? Tensor(entry->out_shape, x.dtype(), entry->dst_layout) : Tensor(entry->out_shape, x.dtype());
-        dnnl::stream stream(*cpu_engine());
+        dnnl::stream& stream = thread_stream();
         const dnnl::memory src = (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
         const dnnl::memory weights = entry->packed_weights ? entry->packed_weights
                                                            : relayout(stream, entry->weights_reorder,
@@ -118,7 +118,7 @@ public:
         const dnnl::memory y_memory = memory_over(write_layout ? entry->dst : entry->y_plain, y.data());
         const dnnl::memory dst = write_layout || !entry->dst_reorder ? y_memory : thread_memory(entry->dst, Buffer::Dst);
         if (z) entry->residual_into->into(stream, memory_over(desc_of(*z, entry->y_plain), z->data()), dst);
-        std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+        ExecArgs args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
         if (b) {
             args.emplace(DNNL_ARG_BIAS, entry->packed_bias ? entry->packed_bias
                                                            : relayout(stream, entry->bias_reorder,
@@ -237,8 +237,8 @@ public:
         std::vector<int64_t> out_shape = gemm_ || trans_a_ ? std::vector<int64_t>{rows, n} : a.shape();
         out_shape.back() = n;
         Tensor y(out_shape, a.dtype());
-        dnnl::stream stream(*cpu_engine());
-        std::unordered_map<int, dnnl::memory> args{
+        dnnl::stream& stream = thread_stream();
+        ExecArgs args{
             {DNNL_ARG_SRC, relayout(stream, entry->a_reorder, memory_over(entry->a_plain, a.data()), entry->a, Buffer::Src)},
             {DNNL_ARG_WEIGHTS, entry->packed_b ? entry->packed_b
                                                : relayout(stream, entry->b_reorder, memory_over(entry->b_plain, b.data()),
@@ -332,7 +332,7 @@ public:
         const auto entry = cache_.get(key, [&] { return build(a.shape(), b.shape(), *half); });
         if (!entry) return inner_->compute(ctx);
         Tensor y(entry->out_shape, a.dtype());
-        dnnl::stream stream(*cpu_engine());
+        dnnl::stream& stream = thread_stream();
         entry->matmul.execute(stream, {{DNNL_ARG_SRC, memory_over(entry->a, a.data())},
                                        {DNNL_ARG_WEIGHTS, memory_over(entry->b, b.data())},
                                        {DNNL_ARG_DST, memory_over(entry->y, y.data())}});
@@ -417,7 +417,7 @@ public:
         const auto entry = cache_.get(key, [&] { return build(a->shape(), b ? &b->shape() : nullptr, *half); });
         if (!entry) return inner_->compute(ctx);
         Tensor y(entry->out_shape, a->dtype());
-        dnnl::stream stream(*cpu_engine());
+        dnnl::stream& stream = thread_stream();
         if (b)
             entry->step.execute(stream, {{DNNL_ARG_SRC_0, memory_over(entry->a, a->data())},
                                          {DNNL_ARG_SRC_1, memory_over(entry->b, b->data())},

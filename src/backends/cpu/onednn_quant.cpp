@@ -485,7 +485,7 @@ public:
         if (!entry) return fallback(ctx);
         if (sum && sum->shape() != entry->out_shape) return fallback(ctx);
 
-        dnnl::stream stream(*cpu_engine());
+        dnnl::stream& stream = thread_stream();
         const dnnl::memory src = (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
         const dnnl::memory weights = entry->packed_weights ? entry->packed_weights
                                                            : relayout(stream, entry->weights_reorder,
@@ -498,7 +498,7 @@ public:
         const dnnl::memory y_memory = memory_over(write_layout ? entry->dst : entry->y_plain, y.data());
         const dnnl::memory dst = write_layout || !entry->dst_layout ? y_memory : thread_memory(entry->dst, Buffer::Dst);
         int32_t src_zero_point = *xz, dst_zero_point = yz.value_or(0);
-        std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+        ExecArgs args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
         if (src_zp) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, scalar_s32(src_zero_point));
         std::vector<float> scales, float_bias;
         if (!integer_) {
@@ -708,7 +708,7 @@ public:
         out_shape.back() = n;
         Tensor y(out_shape, out);
 
-        dnnl::stream stream(*cpu_engine());
+        dnnl::stream& stream = thread_stream();
         dnnl::memory src = memory_over(entry->a, a.data());
         std::vector<float> scales;
         if (kind_ == QMatMulKind::Dynamic) {
@@ -735,7 +735,7 @@ public:
         }
         int32_t src_zp = *az;
         int32_t dst_zp = kind_ == QMatMulKind::QLinear ? *scalar_zero_point(&ctx.input(y_scale_index_ + 1), out) : 0;
-        std::unordered_map<int, dnnl::memory> args{
+        ExecArgs args{
             {DNNL_ARG_SRC, src},
             {DNNL_ARG_WEIGHTS, entry->packed_b ? entry->packed_b : memory_over(entry->b, b.data())},
             {DNNL_ARG_DST, memory_over(entry->y, y.data())}};
@@ -817,7 +817,7 @@ public:
         if (!entry) return inner(ctx);
         const bool write_layout = entry->y_layout && ctx.may_write_layout(0);
         Tensor y = write_layout ? Tensor(entry->out_shape, x.dtype(), entry->y_layout) : Tensor(entry->out_shape, x.dtype());
-        dnnl::stream stream(*cpu_engine());
+        dnnl::stream& stream = thread_stream();
         const dnnl::memory y_memory = memory_over(write_layout ? entry->y : entry->y_plain, y.data());
         const dnnl::memory dst = write_layout || !entry->y_layout ? y_memory : thread_memory(entry->y, Buffer::Dst);
         entry->pool.execute(stream, {{DNNL_ARG_SRC, memory_over(entry->x, x.data())}, {DNNL_ARG_DST, dst}});
