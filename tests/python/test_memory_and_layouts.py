@@ -343,3 +343,24 @@ def test_activations_match_numpy(tmp_path, op, attrs, elements):
         "Swish": d / (1 + np.exp(-a * d)),
     }[op]
     np.testing.assert_allclose(session(path).run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("opset", [11, 13])  # before 13: a 2-D softmax of the input flattened at `axis`
+@pytest.mark.parametrize("axis", [-1, 1, 0])
+@pytest.mark.parametrize("shape", [(2, 5), (3, 50, 40)])  # the reference loop, then oneDNN
+def test_softmax_matches_numpy(tmp_path, op, opset, axis, shape):
+    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"], axis=axis)], "softmax",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8), tmp_path, "s.onnx")
+    x = np.random.default_rng(31).standard_normal(shape).astype(np.float32) * 4
+    d = x.astype(np.float64)
+    a = axis % len(shape)
+    if opset < 13:
+        d = d.reshape(int(np.prod(shape[:a])), -1)
+    reduce_axis = -1 if opset < 13 else a
+    shifted = d - d.max(axis=reduce_axis, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=reduce_axis, keepdims=True))
+    expected = (log_softmax if op == "LogSoftmax" else np.exp(log_softmax)).reshape(shape)
+    np.testing.assert_allclose(session(path).run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-5)

@@ -8,6 +8,10 @@
 namespace pyflame_rt::onednn {
 namespace {
 
+// Below this many elements the reference loop costs less than a primitive call (an OpenMP
+// parallel region, which under CPU contention can also wait for a descheduled thread).
+constexpr int64_t kSmallTensor = 4096;
+
 struct UnaryEntry {
     dnnl::memory::desc md;
     Step step;
@@ -48,10 +52,7 @@ public:
     void compute(ops::KernelContext& ctx) const override {
         apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
-        // A small tensor costs the reference loop less than a primitive call (an OpenMP
-        // parallel region, which under CPU contention can wait for a descheduled thread).
-        constexpr int64_t kSmall = 4096;
-        if (x.dtype() != DType::Float32 || x.num_elements() < kSmall) return fallback(ctx);
+        if (x.dtype() != DType::Float32 || x.num_elements() < kSmallTensor) return fallback(ctx);
         const auto entry = cache_.get({x.num_elements()}, [&] {
             return build_unary<dnnl::eltwise_forward>({x.num_elements()}, [&](const dnnl::memory::desc& md) {
                 return dnnl::eltwise_forward::primitive_desc(*cpu_engine(), dnnl::prop_kind::forward_inference,
@@ -104,7 +105,7 @@ public:
         apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
         const int64_t rank = static_cast<int64_t>(x.ndim());
-        if (x.dtype() != DType::Float32 || x.num_elements() == 0 || rank == 0 || axis_ < -rank || axis_ >= rank)
+        if (x.dtype() != DType::Float32 || x.num_elements() < kSmallTensor || rank == 0 || axis_ < -rank || axis_ >= rank)
             return fallback(ctx);  // the reference kernel reports bad axes
         const auto entry = cache_.get(x.shape(), [&] {
             const int64_t axis = axis_ < 0 ? axis_ + rank : axis_;
