@@ -49,14 +49,14 @@ const dnnl::engine* cpu_engine() {
     return engine.get();
 }
 
-dnnl::memory::desc plain_desc(const Dims& dims) {
+dnnl::memory::desc plain_desc(const Dims& dims, dnnl::memory::data_type type) {
     Dims strides(dims.size(), 1);
     for (size_t i = dims.size(); i-- > 1;) strides[i - 1] = strides[i] * dims[i];
-    return dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
+    return dnnl::memory::desc(dims, type, strides);
 }
 
-dnnl::memory::desc any_desc(const Dims& dims) {
-    return dnnl::memory::desc(dims, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any);
+dnnl::memory::desc any_desc(const Dims& dims, dnnl::memory::data_type type) {
+    return dnnl::memory::desc(dims, type, dnnl::memory::format_tag::any);
 }
 
 dnnl::memory memory_over(const dnnl::memory::desc& md, const void* data) {
@@ -203,19 +203,24 @@ Tensor OneDnnLayout::to_plain(const Tensor& t) const {
 }
 
 OutputLayout::OutputLayout(const dnnl::memory::desc& dst, const std::vector<int64_t>& shape)
-    : shape_(shape), dst_(dst), plain_(plain_desc(to_dims(shape))) {
+    : OutputLayout(dst, plain_desc(to_dims(shape)), DType::Float32) {}
+
+OutputLayout::OutputLayout(const dnnl::memory::desc& dst, const dnnl::memory::desc& plain, DType dtype)
+    : dtype_(dtype), dst_(dst), plain_(plain) {
+    const Dims dims = plain.get_dims();
+    shape_.assign(dims.begin(), dims.end());
     if (dst_ != plain_) {
         to_plain_ = std::make_shared<Step>(make_reorder(dst_, plain_));
-        layout_ = std::make_shared<OneDnnLayout>(dst_);
+        if (dst_.get_data_type() == plain_.get_data_type()) layout_ = std::make_shared<OneDnnLayout>(dst_);
     }
 }
 
 OutputLayout::Write OutputLayout::begin(bool may_write_layout) const {
     Write w;
     const bool keep_layout = layout_ && may_write_layout;
-    w.tensor = keep_layout ? Tensor(shape_, DType::Float32, layout_) : Tensor(shape_, DType::Float32);
+    w.tensor = keep_layout ? Tensor(shape_, dtype_, layout_) : Tensor(shape_, dtype_);
     w.tensor_memory = memory_over(keep_layout ? dst_ : plain_, w.tensor.data());
-    w.reorder = layout_ && !keep_layout;
+    w.reorder = to_plain_ && !keep_layout;
     w.dst = w.reorder ? thread_memory(dst_, Buffer::Dst) : w.tensor_memory;
     return w;
 }

@@ -40,8 +40,9 @@ const dnnl::engine* cpu_engine();
 
 using Dims = dnnl::memory::dims;
 
-dnnl::memory::desc plain_desc(const Dims& dims);  // float32, row-major
-dnnl::memory::desc any_desc(const Dims& dims);    // float32, layout chosen by the primitive
+// Row-major, and with the layout left to the primitive; float32 unless told otherwise.
+dnnl::memory::desc plain_desc(const Dims& dims, dnnl::memory::data_type type = dnnl::memory::data_type::f32);
+dnnl::memory::desc any_desc(const Dims& dims, dnnl::memory::data_type type = dnnl::memory::data_type::f32);
 // A memory object over existing data (no copy); inputs are only read by the primitives.
 dnnl::memory memory_over(const dnnl::memory::desc& md, const void* data);
 // Attributes every primitive here is created with (user-provided scratchpad).
@@ -97,12 +98,14 @@ private:
 };
 
 // Where a primitive's output goes. The node's output tensor keeps the primitive's layout `dst`
-// when every reader takes layouts (KernelContext::may_write_layout); otherwise it is row-major
-// and the primitive writes a thread buffer that is reordered into it.
+// when every reader takes layouts (KernelContext::may_write_layout) and dst holds the output's
+// own element type; otherwise it is row-major (`plain`) and the primitive writes a thread
+// buffer that is reordered (and converted) into it.
 class OutputLayout {
 public:
     OutputLayout() = default;
-    OutputLayout(const dnnl::memory::desc& dst, const std::vector<int64_t>& shape);
+    OutputLayout(const dnnl::memory::desc& dst, const std::vector<int64_t>& shape);  // float32
+    OutputLayout(const dnnl::memory::desc& dst, const dnnl::memory::desc& plain, DType dtype);
     const dnnl::memory::desc& dst() const { return dst_; }
 
     struct Write {
@@ -117,9 +120,10 @@ public:
 
 private:
     std::vector<int64_t> shape_;
+    DType dtype_ = DType::Float32;
     dnnl::memory::desc dst_, plain_;
-    std::shared_ptr<const Step> to_plain_;           // when dst is not row-major
-    std::shared_ptr<const OneDnnLayout> layout_;     // when dst is not row-major
+    std::shared_ptr<const Step> to_plain_;           // when dst is not the plain output
+    std::shared_ptr<const OneDnnLayout> layout_;     // when dst is another layout of the same type
 };
 
 // The layout `t` lies in: its OneDnnLayout's, or row-major `plain`.

@@ -23,18 +23,6 @@ std::optional<DataType> half_type(DType d) {
     return std::nullopt;
 }
 
-dnnl::memory::desc strided(const Dims& dims, DataType type, Dims strides = {}) {
-    if (strides.empty()) {
-        strides.assign(dims.size(), 1);
-        for (size_t i = dims.size(); i-- > 1;) strides[i - 1] = strides[i] * dims[i];
-    }
-    return dnnl::memory::desc(dims, type, strides);
-}
-
-dnnl::memory::desc any_of(const Dims& dims, DataType type) {
-    return dnnl::memory::desc(dims, type, dnnl::memory::format_tag::any);
-}
-
 // The primitive's compute type: the half type itself when oneDNN has an optimized kernel for
 // it, else float32 with converting reorders. `make` builds the primitive descriptor for a type
 // (nullopt when oneDNN has none).
@@ -57,10 +45,10 @@ struct LowpConvEntry {
     std::vector<int64_t> out_shape;
     dnnl::memory::desc x_plain, w_plain, b_plain, y_plain, src, weights, bias, dst;
     Step conv;
-    std::optional<Step> weights_reorder, bias_reorder, dst_reorder;
+    std::optional<Step> weights_reorder, bias_reorder;
     std::optional<ReorderInto> src_into;       // X, row-major or another primitive's layout
     std::optional<ReorderInto> residual_into;  // FusedConv's Z into dst's layout and type
-    std::shared_ptr<const OneDnnLayout> dst_layout;  // dst in the half type, not row-major
+    OutputLayout output;  // kept channels-last between half convolutions
     dnnl::memory packed_weights, packed_bias;
 };
 
@@ -107,18 +95,15 @@ public:
 
         // Written in the convolution's own layout (channels-last) when every reader takes it:
         // chains of half convolutions then never reorder between them.
-        const bool write_layout = entry->dst_layout && ctx.may_write_layout(0);
-        Tensor y = write_layout ? Tensor(entry->out_shape, x.dtype(), entry->dst_layout) : Tensor(entry->out_shape, x.dtype());
+        OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
         dnnl::stream& stream = thread_stream();
         const dnnl::memory src = (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
         const dnnl::memory weights = entry->packed_weights ? entry->packed_weights
                                                            : relayout(stream, entry->weights_reorder,
                                                                       memory_over(entry->w_plain, w.data()),
                                                                       entry->weights, Buffer::Weights);
-        const dnnl::memory y_memory = memory_over(write_layout ? entry->dst : entry->y_plain, y.data());
-        const dnnl::memory dst = write_layout || !entry->dst_reorder ? y_memory : thread_memory(entry->dst, Buffer::Dst);
-        if (z) entry->residual_into->into(stream, memory_over(desc_of(*z, entry->y_plain), z->data()), dst);
-        ExecArgs args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+        if (z) entry->residual_into->into(stream, memory_over(desc_of(*z, entry->y_plain), z->data()), y.dst);
+        ExecArgs args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, y.dst}};
         if (b) {
             args.emplace(DNNL_ARG_BIAS, entry->packed_bias ? entry->packed_bias
                                                            : relayout(stream, entry->bias_reorder,
@@ -126,10 +111,8 @@ public:
                                                                       Buffer::Bias));
         }
         entry->conv.execute(stream, std::move(args));
-        if (!write_layout && entry->dst_reorder)
-            entry->dst_reorder->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+        ctx.outputs[0] = entry->output.finish(stream, y);
         stream.wait();
-        ctx.outputs[0] = std::move(y);
     }
 
     bool reads_layout(size_t input) const override { return input == 0 || (has_residual_ && input == 3); }
@@ -145,16 +128,16 @@ private:
         const Dims &strides = g.strides, &dilations = g.dilations, &pad_begin = g.pad_begin, &pad_end = g.pad_end;
         const Dims& w_dims = g.weight_dims;
         const DataType half = *half_type(x.dtype());
-        entry->x_plain = strided(to_dims(x_shape), half);
-        entry->w_plain = strided(w_dims, half);
-        entry->y_plain = strided(to_dims(entry->out_shape), half);
-        entry->b_plain = has_bias ? strided({maps}, half) : dnnl::memory::desc();
+        entry->x_plain = plain_desc(to_dims(x_shape), half);
+        entry->w_plain = plain_desc(w_dims, half);
+        entry->y_plain = plain_desc(to_dims(entry->out_shape), half);
+        entry->b_plain = has_bias ? plain_desc({maps}, half) : dnnl::memory::desc();
         const auto pd = pick_compute_type<dnnl::convolution_forward::primitive_desc>(half, [&](DataType t) {
             // bias in float32: exact for both half types, and what every implementation takes
             return std::optional<dnnl::convolution_forward::primitive_desc>(dnnl::convolution_forward::primitive_desc(
                 *cpu_engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                any_of(to_dims(x_shape), t), any_of(w_dims, t),
-                has_bias ? strided({maps}, DataType::f32) : dnnl::memory::desc(), any_of(to_dims(entry->out_shape), t),
+                any_desc(to_dims(x_shape), t), any_desc(w_dims, t),
+                has_bias ? plain_desc({maps}, DataType::f32) : dnnl::memory::desc(), any_desc(to_dims(entry->out_shape), t),
                 strides, dilations, pad_begin, pad_end, attr_));
         });
         if (!pd) return nullptr;
@@ -164,8 +147,7 @@ private:
         entry->dst = pd->dst_desc();
         entry->conv = Step{dnnl::convolution_forward(*pd), pd->scratchpad_desc()};
         entry->src_into.emplace(entry->src);
-        entry->dst_reorder = reorder_if_needed(entry->dst, entry->y_plain);
-        if (entry->dst_reorder && entry->dst.get_data_type() == half) entry->dst_layout = std::make_shared<OneDnnLayout>(entry->dst);
+        entry->output = OutputLayout(entry->dst, entry->y_plain, x.dtype());
         if (has_residual_) entry->residual_into.emplace(entry->dst);
         if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
         else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
@@ -260,17 +242,17 @@ public:
 private:
     std::shared_ptr<const LowpMatMulEntry> build(int64_t m, int64_t k, int64_t n, DataType half, bool has_c) const {
         auto entry = std::make_shared<LowpMatMulEntry>();
-        entry->a_plain = trans_a_ ? strided({m, k}, half, {1, m}) : strided({m, k}, half);
-        entry->b_plain = trans_b_ ? strided({k, n}, half, {1, k}) : strided({k, n}, half);
-        entry->c_plain = has_c ? strided({1, n}, half) : dnnl::memory::desc();
-        entry->y_plain = strided({m, n}, half);
+        entry->a_plain = trans_a_ ? dnnl::memory::desc({m, k}, half, Dims{1, m}) : plain_desc({m, k}, half);
+        entry->b_plain = trans_b_ ? dnnl::memory::desc({k, n}, half, Dims{1, k}) : plain_desc({k, n}, half);
+        entry->c_plain = has_c ? plain_desc({1, n}, half) : dnnl::memory::desc();
+        entry->y_plain = plain_desc({m, n}, half);
         const auto pd = pick_compute_type<dnnl::matmul::primitive_desc>(half, [&](DataType t) {
             // Operands already in the compute type are read in place (transposes as strides).
-            const auto a = t == half ? entry->a_plain : strided({m, k}, t);
-            const auto b = b_ ? any_of({k, n}, t) : t == half ? entry->b_plain : strided({k, n}, t);
-            const auto y = t == half ? entry->y_plain : strided({m, n}, t);
+            const auto a = t == half ? entry->a_plain : plain_desc({m, k}, t);
+            const auto b = b_ ? any_desc({k, n}, t) : t == half ? entry->b_plain : plain_desc({k, n}, t);
+            const auto y = t == half ? entry->y_plain : plain_desc({m, n}, t);
             return std::optional<dnnl::matmul::primitive_desc>(dnnl::matmul::primitive_desc(
-                *cpu_engine(), a, b, has_c ? strided({1, n}, DataType::f32) : dnnl::memory::desc(), y, attr_));
+                *cpu_engine(), a, b, has_c ? plain_desc({1, n}, DataType::f32) : dnnl::memory::desc(), y, attr_));
         });
         if (!pd) return nullptr;
         entry->a = pd->src_desc();
@@ -348,9 +330,9 @@ private:
         entry->out_shape = a_shape;
         for (size_t d = 0; d + 2 < rank; ++d) entry->out_shape[d] = std::max(a_shape[d], b_shape[d]);
         entry->out_shape[rank - 1] = b_shape[rank - 1];
-        entry->a = strided(to_dims(a_shape), half);
-        entry->b = strided(to_dims(b_shape), half);
-        entry->y = strided(to_dims(entry->out_shape), half);
+        entry->a = plain_desc(to_dims(a_shape), half);
+        entry->b = plain_desc(to_dims(b_shape), half);
+        entry->y = plain_desc(to_dims(entry->out_shape), half);
         try {
             const dnnl::matmul::primitive_desc pd(*cpu_engine(), entry->a, entry->b, entry->y, base_attr());
             if (!optimized(pd)) return nullptr;  // no native half kernel: the wrapped kernel runs it
@@ -446,7 +428,7 @@ private:
                                                       DataType half) const {
         auto entry = std::make_shared<LowpElementwiseEntry>();
         entry->out_shape = a_shape;
-        entry->a = entry->y = strided(to_dims(a_shape), half);
+        entry->a = entry->y = plain_desc(to_dims(a_shape), half);
         try {
             if (!b_shape) {
                 const dnnl::eltwise_forward::primitive_desc pd(
@@ -459,7 +441,7 @@ private:
             }
             Dims b_dims(a_shape.size(), 1);  // b's shape, right-aligned to a's rank
             for (size_t i = 0; i < b_shape->size(); ++i) b_dims[a_shape.size() - b_shape->size() + i] = (*b_shape)[i];
-            entry->b = strided(b_dims, half);
+            entry->b = plain_desc(b_dims, half);
             const dnnl::algorithm alg = op_ == "Add"   ? dnnl::algorithm::binary_add
                                         : op_ == "Sub" ? dnnl::algorithm::binary_sub
                                         : op_ == "Mul" ? dnnl::algorithm::binary_mul

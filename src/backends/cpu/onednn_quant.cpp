@@ -28,16 +28,6 @@ std::optional<DataType> int8_type(DType d) {
     return std::nullopt;
 }
 
-dnnl::memory::desc plain_of(const Dims& dims, DataType type) {
-    Dims strides(dims.size(), 1);
-    for (size_t i = dims.size(); i-- > 1;) strides[i - 1] = strides[i] * dims[i];
-    return dnnl::memory::desc(dims, type, strides);
-}
-
-dnnl::memory::desc any_of(const Dims& dims, DataType type) {
-    return dnnl::memory::desc(dims, type, dnnl::memory::format_tag::any);
-}
-
 bool is_f32_scalar(const Tensor& t) { return t.dtype() == DType::Float32 && t.num_elements() == 1; }
 
 // An 8-bit zero point's value (0 when absent); nullopt when it is not one 8-bit value of `dtype`.
@@ -392,7 +382,7 @@ struct Activation {
     }
 };
 
-dnnl::memory scalar_s32(int32_t& value) { return memory_over(plain_of({1}, DataType::s32), &value); }
+dnnl::memory scalar_s32(int32_t& value) { return memory_over(plain_desc({1}, DataType::s32), &value); }
 
 // ---------------------------------------------------------------------------------------------
 // Int8 convolution: QLinearConv, FusedQLinearConv (com.pyflame: + activation), ConvInteger.
@@ -403,8 +393,7 @@ struct QConvEntry {
     Step conv;
     std::optional<ReorderInto> src_into;             // X, row-major or another primitive's layout
     std::optional<Step> weights_reorder;             // non-constant weights
-    std::optional<Step> dst_to_plain;                // when dst is not row-major
-    std::shared_ptr<const OneDnnLayout> dst_layout;  // when dst is not row-major
+    OutputLayout output;  // kept int8 channels-last between int8 convolutions
     dnnl::memory packed_weights;
     dnnl::memory::desc sum_src, sum_dst;  // QLinearConvAdd: S as given, and S over dst's layout
     std::optional<Step> sum_reorder;      // when S's bytes are not already in dst's order
@@ -427,6 +416,17 @@ public:
         if (w && w->dtype() == DType::Int8) weights_.emplace(*w);
         if (const Tensor* ys = info.constant_input(6); !integer_ && ys && is_f32_scalar(*ys))
             constant_y_scale_ = ys->data_ptr<float>()[0];
+        // Constant scales (and int32 bias), as QDQ models have them: the requantization
+        // multipliers and the float bias are computed once, not on every run.
+        const Tensor *xs = info.constant_input(1), *ws = info.constant_input(4), *b = info.constant_input(8);
+        if (!integer_ && w && constant_y_scale_ && xs && is_f32_scalar(*xs) && ws && ws->dtype() == DType::Float32 &&
+            (ws->num_elements() == 1 || ws->num_elements() == w->shape()[0])) {
+            const int64_t maps = w->shape()[0];
+            fixed_scales_ = multipliers(xs->data_ptr<float>()[0], ws, maps, &*constant_y_scale_);
+            if (b && b->dtype() == DType::Int32 && b->num_elements() == maps)
+                for (int64_t m = 0; m < maps; ++m) fixed_bias_.push_back(static_cast<float>(b->data_ptr<int32_t>()[m]) * fixed_scales_[m]);
+            if (info.node.has_input(8) && fixed_bias_.empty()) fixed_scales_.clear();  // a bias computed per run
+        }
         if (sum_) {
             // The sum post-op's scale and zero point are fixed when the primitive is made.
             const Tensor* ss = info.constant_input(10);
@@ -468,7 +468,7 @@ public:
             return fallback(ctx);
         std::vector<int64_t> key = x.shape();
         if (sum) {
-            const dnnl::memory::desc sum_desc = desc_of(*sum, plain_of(to_dims(sum->shape()), *int8_type(sum->dtype())));
+            const dnnl::memory::desc sum_desc = desc_of(*sum, plain_desc(to_dims(sum->shape()), *int8_type(sum->dtype())));
             key.push_back(static_cast<int64_t>(sum->dtype()));
             for (int64_t k : layout_key(sum_desc)) key.push_back(k);
         }
@@ -493,24 +493,26 @@ public:
                                                                       entry->weights, Buffer::Weights);
         // Written in the convolution's own layout (int8 channels-last) when every reader takes
         // it: chains of int8 convolutions then never reorder between them.
-        const bool write_layout = entry->dst_layout && ctx.may_write_layout(0);
-        Tensor y = write_layout ? Tensor(entry->out_shape, out, entry->dst_layout) : Tensor(entry->out_shape, out);
-        const dnnl::memory y_memory = memory_over(write_layout ? entry->dst : entry->y_plain, y.data());
-        const dnnl::memory dst = write_layout || !entry->dst_layout ? y_memory : thread_memory(entry->dst, Buffer::Dst);
+        OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
+        const dnnl::memory& dst = y.dst;
         int32_t src_zero_point = *xz, dst_zero_point = yz.value_or(0);
         ExecArgs args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
         if (src_zp) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, scalar_s32(src_zero_point));
-        std::vector<float> scales, float_bias;
+        std::vector<float> scales, float_bias;  // only when the scales are not constant
         if (!integer_) {
-            const float ys = ctx.input(6).data_ptr<float>()[0];
-            scales = multipliers(ctx.input(1).data_ptr<float>()[0], &ctx.input(4), maps, &ys);
-            args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, memory_over(entry->scales, scales.data()));
+            const bool fixed = !fixed_scales_.empty();
+            if (!fixed) {
+                const float ys = ctx.input(6).data_ptr<float>()[0];
+                scales = multipliers(ctx.input(1).data_ptr<float>()[0], &ctx.input(4), maps, &ys);
+            }
+            const std::vector<float>& multiplier = fixed ? fixed_scales_ : scales;
+            args.emplace(DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, memory_over(entry->scales, multiplier.data()));
             if (dst_zp) args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, scalar_s32(dst_zero_point));
-            if (bias) {
+            if (bias && !fixed) {
                 float_bias.resize(static_cast<size_t>(maps));
                 for (int64_t m = 0; m < maps; ++m) float_bias[m] = static_cast<float>(bias->data_ptr<int32_t>()[m]) * scales[m];
-                args.emplace(DNNL_ARG_BIAS, memory_over(entry->bias, float_bias.data()));
             }
+            if (bias) args.emplace(DNNL_ARG_BIAS, memory_over(entry->bias, fixed ? fixed_bias_.data() : float_bias.data()));
         }
         if (sum) {  // the sum post-op adds what dst holds: S, in dst's layout
             if (entry->sum_reorder)
@@ -520,10 +522,8 @@ public:
                 std::memcpy(dst.get_data_handle(), sum->data(), entry->dst.get_size());
         }
         entry->conv.execute(stream, std::move(args));
-        if (!write_layout && entry->dst_layout)
-            entry->dst_to_plain->execute(stream, {{DNNL_ARG_FROM, dst}, {DNNL_ARG_TO, y_memory}});
+        ctx.outputs[0] = entry->output.finish(stream, y);
         stream.wait();
-        ctx.outputs[0] = std::move(y);
     }
 
     bool reads_layout(size_t input) const override { return input == 0 || (sum_ && input == 9); }
@@ -555,9 +555,9 @@ private:
         const Dims& w_dims = g.weight_dims;
         const DataType x_type = *int8_type(x.dtype());
         const DataType y_type = out == DType::Int32 ? DataType::s32 : *int8_type(out);
-        entry->x_plain = plain_of(to_dims(x_shape), x_type);
-        entry->w_plain = plain_of(w_dims, DataType::s8);
-        entry->y_plain = plain_of(to_dims(entry->out_shape), y_type);
+        entry->x_plain = plain_desc(to_dims(x_shape), x_type);
+        entry->w_plain = plain_desc(w_dims, DataType::s8);
+        entry->y_plain = plain_desc(to_dims(entry->out_shape), y_type);
         entry->scales = plain_desc({maps});
         entry->bias = has_bias ? plain_desc({maps}) : dnnl::memory::desc();
 
@@ -574,8 +574,8 @@ private:
         std::optional<dnnl::convolution_forward::primitive_desc> pd;
         try {
             pd.emplace(*cpu_engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                       any_of(to_dims(x_shape), x_type), any_of(w_dims, DataType::s8), entry->bias,
-                       any_of(to_dims(entry->out_shape), y_type), strides, dilations, pad_begin, pad_end, attr);
+                       any_desc(to_dims(x_shape), x_type), any_desc(w_dims, DataType::s8), entry->bias,
+                       any_desc(to_dims(entry->out_shape), y_type), strides, dilations, pad_begin, pad_end, attr);
         } catch (const dnnl::error&) {
             return nullptr;
         }
@@ -584,17 +584,14 @@ private:
         entry->dst = pd->dst_desc();
         entry->conv = Step{dnnl::convolution_forward(*pd), pd->scratchpad_desc()};
         entry->src_into.emplace(pd->src_desc());
-        if (entry->dst != entry->y_plain) {
-            entry->dst_to_plain = make_reorder(entry->dst, entry->y_plain);
-            entry->dst_layout = std::make_shared<OneDnnLayout>(entry->dst);
-        }
+        entry->output = OutputLayout(entry->dst, entry->y_plain, out);
         if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
         else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
         if (sum) {
             const DataType sum_type = *int8_type(sum->dtype());
             const auto sum_dst = with_type(entry->dst, sum_type);
             if (!sum_dst) return nullptr;
-            entry->sum_src = desc_of(*sum, plain_of(to_dims(sum->shape()), sum_type));
+            entry->sum_src = desc_of(*sum, plain_desc(to_dims(sum->shape()), sum_type));
             entry->sum_dst = *sum_dst;
             if (!same_byte_order(entry->sum_src, entry->sum_dst)) entry->sum_reorder = make_reorder(entry->sum_src, entry->sum_dst);
         }
@@ -608,6 +605,7 @@ private:
     int64_t group_;
     Activation activation_;
     std::optional<float> constant_y_scale_;
+    std::vector<float> fixed_scales_, fixed_bias_;  // with constant scales (and bias): per output channel
     std::optional<PackedConstant> weights_;
     ShapeCache<QConvEntry> cache_;
 };
@@ -755,9 +753,9 @@ private:
                                               bool has_bias) const {
         auto entry = std::make_shared<QMatMulEntry>();
         const DataType y_type = out == DType::Int32 ? DataType::s32 : out == DType::Float32 ? DataType::f32 : *int8_type(out);
-        entry->a = plain_of({rows, k}, *int8_type(a_type));
-        entry->b = plain_of({k, n}, DataType::s8);
-        entry->y = plain_of({rows, n}, y_type);
+        entry->a = plain_desc({rows, k}, *int8_type(a_type));
+        entry->b = plain_desc({k, n}, DataType::s8);
+        entry->y = plain_desc({rows, n}, y_type);
         entry->scales = plain_desc({n});
         entry->bias = has_bias ? plain_desc({1, n}) : dnnl::memory::desc();
         dnnl::primitive_attr attr = base_attr();
@@ -766,7 +764,7 @@ private:
         if (kind_ == QMatMulKind::QLinear) attr.set_zero_points_mask(DNNL_ARG_DST, 0);
         std::optional<dnnl::matmul::primitive_desc> pd;
         try {
-            pd.emplace(*cpu_engine(), entry->a, b_ ? any_of({k, n}, DataType::s8) : entry->b, entry->bias, entry->y, attr);
+            pd.emplace(*cpu_engine(), entry->a, b_ ? any_desc({k, n}, DataType::s8) : entry->b, entry->bias, entry->y, attr);
         } catch (const dnnl::error&) {
             return nullptr;
         }
@@ -809,7 +807,7 @@ public:
         const auto type = int8_type(x.dtype());
         if (!type || x.ndim() != window_.kernel_shape.size() + 2 || x.num_elements() == 0) return inner(ctx);
         apply_thread_budget(ctx.num_threads);
-        const dnnl::memory::desc x_desc = desc_of(x, plain_of(to_dims(x.shape()), *type));
+        const dnnl::memory::desc x_desc = desc_of(x, plain_desc(to_dims(x.shape()), *type));
         std::vector<int64_t> key = x.shape();
         for (int64_t k : layout_key(x_desc)) key.push_back(k);
         key.push_back(static_cast<int64_t>(x.dtype()));
@@ -864,11 +862,11 @@ private:
             pad_end.push_back(std::max(a.pad_end, needed_end));
         }
         entry->x = x_desc;
-        entry->y_plain = plain_of(to_dims(entry->out_shape), type);
+        entry->y_plain = plain_desc(to_dims(entry->out_shape), type);
         try {
             const dnnl::pooling_forward::primitive_desc pd(*cpu_engine(), dnnl::prop_kind::forward_inference,
                                                            dnnl::algorithm::pooling_max, x_desc,
-                                                           any_of(to_dims(entry->out_shape), type), strides, kernel,
+                                                           any_desc(to_dims(entry->out_shape), type), strides, kernel,
                                                            dilations, pad_begin, pad_end, base_attr());
             if (!optimized(pd)) return nullptr;
             entry->pool = Step{dnnl::pooling_forward(pd), pd.scratchpad_desc()};
