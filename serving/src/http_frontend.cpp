@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <mutex>
+#include <string_view>
 #include <regex>
 #include <set>
 #include <thread>
@@ -39,6 +40,18 @@ void send_error(httplib::Response& res, int status, const std::string& message) 
 }
 
 [[noreturn]] void invalid(const std::string& message) { throw ServingError(ServingErrorCode::InvalidRequest, message); }
+
+// `text` as a JSON object; InvalidRequest naming `what` when it is malformed or not an object.
+json parse_object(std::string_view text, const std::string& what) {
+    json body;
+    try {
+        body = json::parse(text);
+    } catch (const json::exception& error) {
+        invalid(std::string("malformed JSON: ") + error.what());
+    }
+    if (!body.is_object()) invalid(what + " must be a JSON object");
+    return body;
+}
 
 const json* find_member(const json& object, const char* key) {
     if (!object.is_object()) return nullptr;
@@ -87,13 +100,7 @@ ParsedInfer parse_infer_request(const httplib::Request& req, const std::string& 
             invalid(std::string(kBinaryHeader) + " " + std::to_string(header_length) + " exceeds the body of " +
                     std::to_string(req.body.size()) + " bytes");
     }
-    json body;
-    try {
-        body = json::parse(req.body.begin(), req.body.begin() + static_cast<std::ptrdiff_t>(header_length));
-    } catch (const json::exception& error) {
-        invalid(std::string("malformed JSON: ") + error.what());
-    }
-    if (!body.is_object()) invalid("the inference request must be a JSON object");
+    const json body = parse_object(std::string_view(req.body).substr(0, header_length), "the inference request");
     InferRequest& request = parsed.request;
     request.model_name = model;
     request.model_version = version;
@@ -368,13 +375,7 @@ struct HttpFrontend::Impl {
             guarded(res, [&] {
                 bool ready_only = false;
                 if (!req.body.empty()) {
-                    json body;
-                    try {
-                        body = json::parse(req.body);
-                    } catch (const json::exception& error) {
-                        invalid(std::string("malformed JSON: ") + error.what());
-                    }
-                    if (!body.is_object()) invalid("the index request must be a JSON object");
+                    const json body = parse_object(req.body, "the index request");
                     ready_only = bool_parameter(body, "ready", false);
                 }
                 json index = json::array();
@@ -390,13 +391,7 @@ struct HttpFrontend::Impl {
                 if (!is_safe_model_name(name)) invalid("invalid model name '" + name + "'");
                 std::string override_json;
                 if (!req.body.empty()) {
-                    json body;
-                    try {
-                        body = json::parse(req.body);
-                    } catch (const json::exception& error) {
-                        invalid(std::string("malformed JSON: ") + error.what());
-                    }
-                    if (!body.is_object()) invalid("the request must be a JSON object");
+                    const json body = parse_object(req.body, "the request");
                     if (const json* parameters = find_member(body, "parameters")) {
                         if (!parameters->is_object()) invalid("'parameters' must be an object");
                         if (const json* config = find_member(*parameters, "config")) {

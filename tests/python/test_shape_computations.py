@@ -146,7 +146,7 @@ def test_dynamic_batch_runs_shape_nodes_once_per_signature(tmp_path):
     torch.manual_seed(1)
     xs = {b: torch.randn(b, 5, 48) for b in (1, 3)}
     for b in (1, 1, 3, 3, 1):
-        got = s.run(None, {"x": xs[b].numpy()}, ro := rt.RunOptions())
+        got = s.run(None, {"x": xs[b].numpy()})
         np.testing.assert_allclose(got[0], model(xs[b]).detach().numpy(), rtol=1e-4, atol=1e-5)
     events = json.loads(open(s.end_profiling()).read())["traceEvents"]
     graph = rt.import_module.ONNXImporter().import_model(str(path), rt.ImportOptions()).graph
