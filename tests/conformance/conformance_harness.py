@@ -47,16 +47,32 @@ _ML_FLOAT_NAMES = ("bfloat16", "float8_", "float4_", "float6_")
 # Discovery
 # --------------------------------------------------------------------------------------------
 
+def local_origin() -> Path | None:
+    """The repository this one was cloned from, when that is a folder on this machine."""
+    import subprocess
+
+    try:
+        url = subprocess.run(["git", "-C", str(REPO_ROOT), "config", "--get", "remote.origin.url"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    path = Path(url.removeprefix("file://")) if url and "://" not in url.removeprefix("file://") else None
+    return path.resolve() if path is not None and path.is_dir() else None
+
+
 def conformance_dir() -> Path:
     """The data folder: $PYFLAME_CONFORMANCE_DIR, else shared/conformance/onnx beside the repo
-    (REPO/../shared/...), or beside a folder above it for clones made deeper down."""
+    (REPO/../shared/...), beside a folder above it for clones made deeper down, or beside the
+    local repository a clone came from (a scratch clone in /tmp)."""
     env = os.environ.get("PYFLAME_CONFORMANCE_DIR")
     if env:
         return Path(env).expanduser().resolve()
-    for parent in REPO_ROOT.parents:
-        candidate = parent / "shared" / "conformance" / "onnx"
-        if candidate.is_dir():
-            return candidate
+    origin = local_origin()
+    for root in [REPO_ROOT] + ([origin] if origin else []):
+        for parent in root.parents:
+            candidate = parent / "shared" / "conformance" / "onnx"
+            if candidate.is_dir():
+                return candidate
     return REPO_ROOT.parent / "shared" / "conformance" / "onnx"
 
 
