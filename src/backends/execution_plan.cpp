@@ -72,11 +72,16 @@ ExecutionPlan::ExecutionPlan(const Graph& graph, const KernelProvider& provider,
     // Slots a step must keep alive beyond its own inputs: what its subgraphs read from here.
     std::vector<std::vector<int>> scope_reads;
     for (const auto& node : graph.topological_sort()) {
-        ops::KernelInfo info{*node, opset, {}, {}};
-        for (const auto& in : node->inputs())
+        ops::KernelInfo info{*node, opset, {}, {}, {}, {}};
+        info.num_threads = parallel_ ? threads_per_parallel_kernel() : num_threads_;
+        for (const auto& in : node->inputs()) {
             info.constant_inputs.push_back(!in.empty() && graph.has_initializer(in) && !input_names.count(in)
                                                ? &graph.get_initializer(in)
                                                : nullptr);
+            std::vector<int64_t>& dims = info.input_shapes.emplace_back();
+            if (const std::optional<TensorInfo> known = optimize::info_of(graph, in); known && known->rank_known)
+                for (const auto& d : known->shape) dims.push_back(d ? *d : -1);
+        }
         std::vector<int> reads;
         info.compile_subgraph = [&](const Graph& sub) -> std::unique_ptr<ops::SubgraphRunner> {
             auto runner = std::make_unique<PlanRunner>(sub, provider, num_threads_, opset);
@@ -374,7 +379,7 @@ void ExecutionPlan::run_sequential(std::vector<Value>& values, const ops::ScopeL
 void ExecutionPlan::run_parallel(std::vector<Value>& values, const ops::ScopeLookup& scope,
                                  const ops::RunControl& control, const std::vector<char>* skip) const {
     const int workers = std::max(2, num_threads_);
-    const int threads_per_kernel = std::max(1, num_threads_ / workers);
+    const int threads_per_kernel = threads_per_parallel_kernel();
     std::vector<int> waiting(steps_.size());
     std::vector<std::atomic<int>> readers_left(num_slots_);
     for (size_t s = 0; s < num_slots_; ++s) readers_left[s] = readers_of_[s];

@@ -99,6 +99,8 @@ private:
     std::vector<int> output_slots_;                // per graph output
     std::vector<std::string> output_names_;
     int num_threads_ = 1;
+    // Each kernel's intra-op threads when `parallel` runs up to max(2, num_threads) at once.
+    int threads_per_parallel_kernel() const { return std::max(1, num_threads_ / std::max(2, num_threads_)); }
     std::shared_ptr<TensorArena> arena_;
     const Graph* graph_ = nullptr;  // outlives the plan (the session owns both)
     bool static_inputs_ = true;

@@ -98,9 +98,17 @@ struct KernelInfo {
     int64_t opset = 0;                          // the graph's ai.onnx opset
     std::vector<const Tensor*> constant_inputs; // per node input: its value when it is an
                                                 // initializer (fixed for the session), else nullptr
+    // Per node input: its shape as shape inference left it, -1 for a dim it could not fix;
+    // empty when the rank is unknown (or a scalar). Lets a kernel plan (and pack constants)
+    // for the shapes it will see, at session creation.
+    std::vector<std::vector<int64_t>> input_shapes;
+    // The intra-op threads compute() will be given (KernelContext::num_threads): oneDNN plans a
+    // primitive for the threads it is created with.
+    int num_threads = 1;
     // Compiles a subgraph attribute of this node with the same backend (control flow ops).
     std::function<std::unique_ptr<SubgraphRunner>(const Graph&)> compile_subgraph;
     const Tensor* constant_input(size_t i) const { return i < constant_inputs.size() ? constant_inputs[i] : nullptr; }
+    std::vector<int64_t> input_shape(size_t i) const { return i < input_shapes.size() ? input_shapes[i] : std::vector<int64_t>{}; }
 };
 
 using KernelFactory = std::function<std::unique_ptr<OpKernel>(const KernelInfo& info)>;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "backends/cpu/onednn_kernels.hpp"
+#include "backends/cpu/winograd.hpp"
 #include "test_util.hpp"
 
 namespace pyflame_rt {
@@ -305,6 +306,77 @@ TEST(OneDnnConv, ConcurrentCallsWithDifferentBatchSizes) {
     for (auto& th : threads) th.join();
     for (int t = 0; t < 4; ++t)
         for (const Tensor& y : results[t]) expect_close(y, expected[t], "thread " + std::to_string(t));
+}
+
+// ---- Winograd 3x3 convolutions ----
+
+// Winograd's transforms magnify rounding error by the size of the layer's outputs, not of each
+// element: checked against the exact (double) convolution relative to `scale`, the largest
+// output before the activation.
+void expect_close_to_scale(const Tensor& actual, const Tensor& expected, float scale, float tolerance,
+                           const std::string& what) {
+    ASSERT_EQ(actual.shape(), expected.shape()) << what;
+    int reported = 0;
+    for (int64_t i = 0; i < expected.num_elements(); ++i) {
+        const float a = actual.data_ptr<float>()[i], e = expected.data_ptr<float>()[i];
+        if (!(std::fabs(a - e) <= tolerance * scale) && reported++ < 5)
+            ADD_FAILURE() << what << ": element " << i << " is " << a << ", expected " << e << " (scale " << scale << ")";
+    }
+}
+
+struct WinogradCase {
+    Shape64 x;
+    int64_t maps;
+    Shape64 pads;                   // begins then ends
+    std::string activation;         // FusedConv's, "" for none
+    bool residual = false, bias = true;
+};
+
+TEST(OneDnnConv, WinogradLayersMatchTheOnnxDefinition) {
+    if (!have_engine()) GTEST_SKIP() << "oneDNN has no CPU engine here: the reference kernels run";
+    const std::vector<WinogradCase> cases = {
+        {{1, 64, 16, 16}, 64, {1, 1, 1, 1}, "Relu"},             // a ResNet layer: 16 tiles
+        {{3, 16, 13, 11}, 48, {1, 1, 1, 1}, ""},                 // partial tiles at both edges
+        {{2, 32, 17, 18}, 32, {0, 2, 1, 0}, "", true},           // asymmetric pads, residual
+        {{2, 32, 18, 20}, 16, {0, 0, 0, 0}, "Clip", true},       // no pads (VALID), Clip
+        {{1, 128, 14, 14}, 128, {1, 1, 1, 1}, "Relu", true, false},  // residual + Relu, no bias
+    };
+    uint32_t seed = 300;
+    for (const WinogradCase& c : cases) {
+        const Shape64 w_shape{c.maps, c.x[1], 3, 3};
+        const std::string what = "Winograd x" + str(c.x) + " maps " + std::to_string(c.maps) + " pads" + str(c.pads) +
+                                 " " + c.activation + (c.residual ? " residual" : "");
+        Window win;
+        win.kernel = {3, 3};
+        win.pads = c.pads;
+        const Tensor x = random_tensor(c.x, seed++), w = random_tensor(w_shape, seed++), b = random_tensor({c.maps}, seed++);
+        Tensor expected = naive_conv(x, w, c.bias ? &b : nullptr, win, 1);
+        // The geometry is one the kernel hands to Winograd (else this tests the direct path).
+        onednn::WinogradGeometry g;
+        g.batch = c.x[0], g.channels = c.x[1], g.height = c.x[2], g.width = c.x[3], g.maps = c.maps;
+        g.out_height = expected.shape()[2], g.out_width = expected.shape()[3];
+        ASSERT_TRUE(onednn::WinogradConv::pays(g)) << what;
+
+        Node node("FusedConv", "conv", {"x", "w", c.bias ? "b" : "", c.residual ? "z" : ""}, {"y"});
+        node.set_domain("com.pyflame");
+        node.set_attribute("kernel_shape", Shape64{3, 3});
+        node.set_attribute("pads", c.pads);
+        if (!c.activation.empty()) node.set_attribute("activation", c.activation);
+        if (c.activation == "Clip") node.set_attribute("activation_params", std::vector<double>{-0.5, 0.75});
+        const auto kernel = factories().at("com.pyflame::FusedConv")(KernelInfo{node, 17, {nullptr, &w, nullptr, nullptr}});
+        const Tensor z = random_tensor(expected.shape(), seed++);
+        std::vector<const Tensor*> inputs{&x, &w, c.bias ? &b : nullptr};
+        if (c.residual) inputs.push_back(&z);
+        float* e = expected.data_ptr<float>();
+        float scale = 0;
+        for (int64_t i = 0; i < expected.num_elements(); ++i) {
+            if (c.residual) e[i] += z.data_ptr<float>()[i];
+            scale = std::max(scale, std::fabs(e[i]));
+            if (c.activation == "Relu") e[i] = std::max(e[i], 0.0f);
+            if (c.activation == "Clip") e[i] = std::min(std::max(e[i], -0.5f), 0.75f);
+        }
+        expect_close_to_scale(run(*kernel, inputs)[0], expected, scale, 1e-5f, what);
+    }
 }
 
 // ---- MatMul ----

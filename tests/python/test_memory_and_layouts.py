@@ -295,6 +295,50 @@ def test_prepacked_weights_give_the_same_results(tmp_path, trans_b, shared):
     np.testing.assert_array_equal(saved["w"], w)
 
 
+def conv_model(channels, size):
+    """x[N, C, size, size] through two 3x3 convolutions (Winograd-sized), Relu, a residual Add and
+    a strided 3x3 one (oneDNN's direct kernel); the batch is dynamic."""
+    rng = np.random.default_rng(31)
+    weights = {f"w{i}": (rng.standard_normal((channels, channels, 3, 3)) * 0.1).astype(np.float32) for i in range(3)}
+    inits = [numpy_helper.from_array(w, name) for name, w in weights.items()]
+    inits.append(numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "b"))
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b"], ["c0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c1", "x"], ["s"]),
+        helper.make_node("Relu", ["s"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2]),
+    ]
+    graph = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                              ["N", channels, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), weights
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_prepacked_conv_weights_give_the_same_results(tmp_path, level):
+    """Convolution weights are packed at session creation (the batch planned as 1): every batch,
+    the reference fallback (an empty batch) and Winograd's transformed weights agree with
+    onnxruntime, and the session's graph gives the weights back bit for bit."""
+    model, weights = conv_model(32, 24)
+    path = save(model, tmp_path, "convs.onnx")
+    s = session(path, level)
+    rng = np.random.default_rng(32)
+    for n in (1, 4, 0, 2):
+        x = rng.standard_normal((n, 32, 24, 24)).astype(np.float32)
+        got, want = s.run(None, {"x": x})[0], ort_run(path, {"x": x})[0]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max(initial=0))))
+    graph = s.graph
+    exported = tmp_path / "back.onnx"
+    rt.export_onnx(graph, str(exported))
+    saved = {t.name: numpy_helper.to_array(t) for t in onnx.load(exported).graph.initializer}
+    for name, w in weights.items():
+        np.testing.assert_array_equal(graph.initializers[name], w)
+        np.testing.assert_array_equal(saved[name], w)
+
+
 def test_prepacked_weights_are_in_memory_once(tmp_path):
     """A model loaded from a file holds its MatMul weights once: packed for the kernel, with the
     row-major copy freed (peak RSS of a fresh process, not a timing)."""

@@ -43,6 +43,9 @@ MODELS = {
     "shufflenet_v2_x0_5": (lambda: torchvision.models.shufflenet_v2_x0_5(weights=None, num_classes=10), 64),
     "squeezenet1_1": (lambda: torchvision.models.squeezenet1_1(weights=None, num_classes=10), 64),
     "regnet_x_400mf": (lambda: torchvision.models.regnet_x_400mf(weights=None, num_classes=10), 64),
+    # Their 3x3 layers run as Winograd convolutions (at 64x64, where they have 16 tiles or more).
+    "resnet18": (lambda: torchvision.models.resnet18(weights=None, num_classes=10), 64),
+    "resnet50": (lambda: torchvision.models.resnet50(weights=None, num_classes=10), 64),
     "vit": (small_vit, 32),
     "convnext": (small_convnext, 32),
     "swin": (small_swin, 32),

@@ -293,7 +293,7 @@ dnnl::memory PackedConstant::get(const dnnl::memory::desc& plain, const dnnl::me
     dnnl::stream& stream = thread_stream();
     // A prepacked value is unpacked to row-major for the reorder (rare: another shape asked for
     // another layout), then dropped.
-    const Tensor source = value_.is_plain() ? value_ : value_.plain();
+    const Tensor source = this->plain();
     make_reorder(plain, packed).execute(stream, {{DNNL_ARG_FROM, memory_over(plain, source.data())}, {DNNL_ARG_TO, out}});
     stream.wait();
     packed_.emplace_back(packed, out);

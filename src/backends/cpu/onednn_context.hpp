@@ -52,7 +52,7 @@ dnnl::primitive_attr base_attr();
 // tensors and scratchpads cost no allocation and no fresh page faults on each run. A buffer is
 // valid until the same thread asks for the same role again; CPU primitives finish before
 // execute() returns, so one call's steps can reuse a role one after the other.
-enum class Buffer { Src, Weights, Bias, Dst, Scratchpad, Count };
+enum class Buffer { Src, Weights, Bias, Dst, Scratchpad, Transformed, Products, Count };  // the last two: Winograd's
 dnnl::memory thread_memory(const dnnl::memory::desc& md, Buffer role);
 
 // The calling thread's stream on the CPU engine. A CPU stream runs each primitive within
@@ -206,6 +206,8 @@ public:
     // in `packed`'s dims: row-major, or a 2-D value read transposed. False when it does not.
     bool prepack(const dnnl::memory::desc& plain, const dnnl::memory::desc& packed);
     const Tensor* prepacked() const { return prepacked_ ? &value_ : nullptr; }
+    // The value row-major (a fresh copy when prepacked).
+    Tensor plain() const { return value_.is_plain() ? value_ : value_.plain(); }
 
 private:
     Tensor value_;  // shares the initializer's storage, or is the prepacked copy

@@ -2,6 +2,7 @@
 // strides, dilations, explicit and automatic pads, optional bias. FusedConv (com.pyflame) adds a
 // residual Z (a sum post-op: the output buffer starts as Z) and an activation (eltwise post-op).
 #include "backends/cpu/onednn_context.hpp"
+#include "backends/cpu/winograd.hpp"
 
 
 namespace pyflame_rt::onednn {
@@ -12,7 +13,8 @@ struct ConvEntry {
     std::vector<int64_t> out_shape;
     dnnl::memory::desc x_plain, w_plain, y_plain;  // the tensors as they lie (row-major)
     dnnl::memory::desc weights;                    // the layout the convolution reads W in
-    Step conv;
+    Step conv;                                      // unless `winograd` does the work
+    std::optional<WinogradConv> winograd;
     std::optional<ReorderInto> src_into;            // X, row-major or another primitive's layout
     std::optional<ReorderInto> residual_into;       // Z into dst's layout, for the sum post-op
     std::optional<Step> weights_reorder;            // non-constant weights
@@ -31,9 +33,24 @@ public:
           window_(ops::WindowAttributes::parse(info.node, false)),
           group_(info.node.get_attribute<int64_t>("group", 1)),
           has_residual_(info.node.has_input(3)),
-          attr_(post_ops_attr(info.node)) {
-        if (const Tensor* w = float_constant(info, 1)) weights_.emplace(*w);
+          attr_(post_ops_attr(info.node)),
+          winograd_activation_(winograd_activation(info.node)) {
+        const Tensor* w = float_constant(info, 1);
+        if (!w) return;
+        weights_.emplace(*w);
+        // With X's shape known, plan now and keep only the packed weights: the session then
+        // drops the initializer's row-major copy (prepacked_input). An unknown batch is planned
+        // as 1: the weights' layout oneDNN picks does not depend on it (checked on ResNets).
+        std::vector<int64_t> x_shape = info.input_shape(0);
+        if (!x_shape.empty() && x_shape[0] < 0) x_shape[0] = 1;
+        const bool has_bias = info.node.has_input(2);
+        if (handles_shapes(x_shape, w->shape())) {
+            apply_thread_budget(info.num_threads);
+            cache_.get(cache_key(x_shape, w->shape(), has_bias), [&] { return build(x_shape, w->shape(), has_bias, true); });
+        }
     }
+
+    const Tensor* prepacked_input(size_t input) const override { return input == 1 && weights_ ? weights_->prepacked() : nullptr; }
 
     void compute(ops::KernelContext& ctx) const override {
         apply_thread_budget(ctx.num_threads);
@@ -41,10 +58,8 @@ public:
         const Tensor& w = ctx.input(1);
         const Tensor* b = ctx.has_input(2) ? &ctx.input(2) : nullptr;
         if (!handles(x, w, b)) return fallback(ctx);
-        std::vector<int64_t> key = x.shape();
-        key.insert(key.end(), w.shape().begin(), w.shape().end());
-        key.push_back(b != nullptr);
-        const auto entry = cache_.get(key, [&] { return build(x.shape(), w.shape(), b != nullptr); });
+        const auto entry = cache_.get(cache_key(x.shape(), w.shape(), b != nullptr),
+                                      [&] { return build(x.shape(), w.shape(), b != nullptr, false); });
         if (!entry) return fallback(ctx);
         const Tensor* z = has_residual_ ? &ctx.input(3) : nullptr;
         if (z && (z->dtype() != DType::Float32 || z->shape() != entry->out_shape)) return fallback(ctx);  // broadcasting
@@ -52,14 +67,23 @@ public:
         dnnl::stream& stream = thread_stream();
         const dnnl::memory src =
             (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
+        // Written in the convolution's own layout when every reader takes it: no reorder.
+        OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
+        // The sum post-op (and Winograd's output transform) adds the convolution to what dst
+        // holds: start from Z.
+        if (z) entry->residual_into->into(stream, memory_over(desc_of(*z, entry->y_plain), z->data()), y.dst);
+        if (entry->winograd) {
+            entry->winograd->run(stream, static_cast<const float*>(src.get_data_handle()),
+                                 b ? static_cast<const float*>(b->data()) : nullptr, z != nullptr,
+                                 static_cast<float*>(y.dst.get_data_handle()));
+            ctx.outputs[0] = entry->output.finish(stream, y);
+            stream.wait();
+            return;
+        }
         const dnnl::memory weights = entry->packed_weights ? entry->packed_weights
                                                            : relayout(stream, entry->weights_reorder,
                                                                       memory_over(entry->w_plain, w.data()),
                                                                       entry->weights, Buffer::Weights);
-        // Written in the convolution's own layout when every reader takes it: no reorder.
-        OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
-        // The sum post-op adds the convolution to what dst holds: start from Z.
-        if (z) entry->residual_into->into(stream, memory_over(desc_of(*z, entry->y_plain), z->data()), y.dst);
         ExecArgs args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, y.dst}};
         if (b) args.emplace(DNNL_ARG_BIAS, memory_over(plain_desc({b->shape()[0]}), b->data()));
         entry->conv.execute(stream, std::move(args));
@@ -67,27 +91,40 @@ public:
         stream.wait();
     }
 
-    bool reads_layout(size_t input) const override { return input == 0 || input == 3; }  // X and Z
+    // X and Z; W when the kernel keeps it packed.
+    bool reads_layout(size_t input) const override {
+        return input == 0 || input == 3 || (input == 1 && prepacked_input(1));
+    }
     bool writes_layout(size_t output) const override { return output == 0; }
 
 private:
     // What the fast path takes; anything else (including invalid inputs, whose errors the
     // reference kernel words) goes to the reference kernel.
     bool handles(const Tensor& x, const Tensor& w, const Tensor* b) const {
-        const size_t rank = x.ndim();
-        if (x.dtype() != DType::Float32 || w.dtype() != DType::Float32 || rank < 3 || rank > 5 || w.ndim() != rank)
+        if (x.dtype() != DType::Float32 || w.dtype() != DType::Float32 || !handles_shapes(x.shape(), w.shape()))
             return false;
-        if (x.num_elements() == 0 || w.num_elements() == 0) return false;
-        const int64_t maps = w.shape()[0];
-        if (x.shape()[1] != w.shape()[1] * group_ || maps % group_ != 0) return false;
-        if (!window_.kernel_shape.empty() &&
-            window_.kernel_shape != std::vector<int64_t>(w.shape().begin() + 2, w.shape().end()))
-            return false;
-        return !b || (b->dtype() == DType::Float32 && b->shape() == std::vector<int64_t>{maps});
+        return !b || (b->dtype() == DType::Float32 && b->shape() == std::vector<int64_t>{w.shape()[0]});
+    }
+    bool handles_shapes(const std::vector<int64_t>& x, const std::vector<int64_t>& w) const {
+        const size_t rank = x.size();
+        if (rank < 3 || rank > 5 || w.size() != rank) return false;
+        for (size_t i = 0; i < rank; ++i)
+            if (x[i] <= 0 || w[i] <= 0) return false;  // also: not known yet
+        if (x[1] != w[1] * group_ || w[0] % group_ != 0) return false;
+        return window_.kernel_shape.empty() || window_.kernel_shape == std::vector<int64_t>(w.begin() + 2, w.end());
+    }
+    static std::vector<int64_t> cache_key(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
+                                          bool has_bias) {
+        std::vector<int64_t> key = x_shape;
+        key.insert(key.end(), w_shape.begin(), w_shape.end());
+        key.push_back(has_bias);
+        return key;
     }
 
+    // `at_creation`: called from the constructor, when the constant weights may still be
+    // packed in place of their row-major copy.
     std::shared_ptr<const ConvEntry> build(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
-                                           bool has_bias) const {
+                                           bool has_bias, bool at_creation) const {
         const ConvGeometry g = conv_geometry(window_, group_, x_shape, w_shape, node_);
         const int64_t maps = w_shape[0];
         auto entry = std::make_shared<ConvEntry>();
@@ -98,7 +135,6 @@ private:
         entry->w_plain = plain_desc(w_dims);
         entry->y_plain = plain_desc(to_dims(entry->out_shape));
         const dnnl::memory::desc bias = has_bias ? plain_desc({maps}) : dnnl::memory::desc();
-
         std::optional<dnnl::convolution_forward::primitive_desc> pd;
         try {
             // Every layout left to oneDNN: its blocked/channels-last kernels beat the plain-layout
@@ -111,6 +147,16 @@ private:
         }
         if (!optimized(*pd)) return nullptr;
         entry->weights = pd->weights_desc();
+        if (weights_ && at_creation) weights_->prepack(entry->w_plain, entry->weights);
+        if (auto winograd = winograd_geometry(g, x_shape, w_shape)) {
+            // Transformed once for every shape that runs this way.
+            if (!winograd_weights_) winograd_weights_.emplace(WinogradConv::transform_weights(weights_->plain()));
+            entry->winograd.emplace(*winograd, *winograd_weights_, *winograd_activation_);
+            entry->src_into.emplace(entry->winograd->src_desc());
+            if (has_residual_) entry->residual_into.emplace(entry->winograd->dst_desc());
+            entry->output = OutputLayout(entry->winograd->dst_desc(), entry->out_shape);
+            return entry;
+        }
         entry->conv = Step{dnnl::convolution_forward(*pd), pd->scratchpad_desc()};
         entry->src_into.emplace(pd->src_desc());
         if (has_residual_) entry->residual_into.emplace(pd->dst_desc());
@@ -118,6 +164,49 @@ private:
         if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
         else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
         return entry;
+    }
+
+    // The Winograd geometry when this convolution is one WinogradConv runs, and faster: 2-D 3x3,
+    // stride 1, no dilation, one group, constant weights and an activation it applies.
+    std::optional<WinogradGeometry> winograd_geometry(const ConvGeometry& g, const std::vector<int64_t>& x_shape,
+                                                      const std::vector<int64_t>& w_shape) const {
+        if (!weights_ || !winograd_activation_ || x_shape.size() != 4 || group_ != 1 || w_shape[2] != 3 ||
+            w_shape[3] != 3)
+            return std::nullopt;
+        for (size_t i = 0; i < 2; ++i)
+            if (g.strides[i] != 1 || g.dilations[i] != 0) return std::nullopt;
+        WinogradGeometry geometry;
+        geometry.batch = x_shape[0];
+        geometry.channels = x_shape[1];
+        geometry.height = x_shape[2];
+        geometry.width = x_shape[3];
+        geometry.maps = w_shape[0];
+        geometry.out_height = g.out_shape[2];
+        geometry.out_width = g.out_shape[3];
+        geometry.pad_top = g.pad_begin[0];
+        geometry.pad_left = g.pad_begin[1];
+        if (!WinogradConv::pays(geometry)) return std::nullopt;
+        return geometry;
+    }
+
+    // FusedConv's activation as Winograd's output transform applies it; nothing when it has
+    // one the transform does not.
+    static std::optional<WinogradActivation> winograd_activation(const Node& node) {
+        WinogradActivation act;
+        if (!node.has_attribute("activation")) return act;
+        const std::string op = node.get_attribute<std::string>("activation");
+        if (op == "Relu") {
+            act.kind = WinogradActivation::Kind::Relu;
+        } else if (op == "Clip") {
+            const std::vector<double> p = node.get_attribute<std::vector<double>>("activation_params", {});
+            if (p.size() != 2) return std::nullopt;
+            act.kind = WinogradActivation::Kind::Clip;
+            act.min = static_cast<float>(p[0]);
+            act.max = static_cast<float>(p[1]);
+        } else {
+            return std::nullopt;
+        }
+        return act;
     }
 
     // FusedConv's residual (sum) and activation (eltwise) as post-ops, in that order: applied as
@@ -135,7 +224,10 @@ private:
     int64_t group_;
     bool has_residual_;
     dnnl::primitive_attr attr_;
-    std::optional<PackedConstant> weights_;  // when W is an initializer
+    std::optional<WinogradActivation> winograd_activation_;
+    // When W is an initializer. Mutable: build() packs it in place while the constructor plans.
+    mutable std::optional<PackedConstant> weights_;
+    mutable std::optional<PackedConstant> winograd_weights_;  // W transformed, once needed
     ShapeCache<ConvEntry> cache_;
 };
 

@@ -1,0 +1,65 @@
+#pragma once
+// 3x3 convolution by Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms
+// for Convolutional Neural Networks"): each 4x4 block of outputs costs 36 multiply-adds per
+// (channel, map) pair instead of 144. oneDNN 3.x has no float32 Winograd on x86, and its direct
+// kernels are what ResNet-style networks spend most of their time in.
+//
+// The input is cut into overlapping 6x6 tiles and transformed (V = Bᵀ d B), the weights once at
+// creation (U = G g Gᵀ); then 36 independent products M[e] = V[e] · U[e] (tiles x channels by
+// channels x maps) run as one batched oneDNN matmul, and the output transform (Y = Aᵀ M A) adds
+// bias, residual and activation as it writes. Tensors are channels-last (nhwc), the layout
+// oneDNN's own convolutions pick here, so no reorder separates them from their neighbours.
+//
+// Numerics: the transforms magnify rounding error; with the interpolation points chosen in
+// winograd.cpp, a layer's float32 error stays near 2e-6 of its output scale (direct: ~5e-7),
+// and whole ResNets stay within 1e-4 of torch (tests/python/test_model_zoo.py).
+#include <cstdint>
+#include <memory>
+
+#include "backends/cpu/onednn_context.hpp"
+
+namespace pyflame_rt::onednn {
+
+struct WinogradGeometry {
+    int64_t batch = 0, channels = 0, height = 0, width = 0;  // input (N, C, H, W)
+    int64_t maps = 0, out_height = 0, out_width = 0;          // output (N, M, OH, OW)
+    int64_t pad_top = 0, pad_left = 0;
+};
+
+// The element-wise activation applied as outputs are written (FusedConv's `activation`).
+struct WinogradActivation {
+    enum class Kind { None, Relu, Clip } kind = Kind::None;
+    float min = 0, max = 0;  // Clip's bounds
+};
+
+class WinogradConv {
+public:
+    // Whether a convolution of this geometry, with 3x3 window, stride 1, dilation 1 and one
+    // group (checked by the caller), runs faster this way than oneDNN's direct kernels, and
+    // costs no more memory than is worth it (the transformed weights are 4x the originals).
+    static bool pays(const WinogradGeometry& g);
+
+    // ONNX's (M, C, 3, 3) weights transformed: (36, C, M), U[e][c][m] = (G g Gᵀ)[e].
+    static Tensor transform_weights(const Tensor& weights);
+
+    // `transformed_weights` holds transform_weights(W); it is packed (in place, the first
+    // time) into the layout the products read.
+    WinogradConv(const WinogradGeometry& g, PackedConstant& transformed_weights, WinogradActivation activation);
+
+    // The channels-last layouts of X and Y that run() reads and writes.
+    const dnnl::memory::desc& src_desc() const { return src_desc_; }
+    const dnnl::memory::desc& dst_desc() const { return dst_desc_; }
+
+    // y = act(conv(x) + bias [+ y when accumulate: the residual, already in y]).
+    void run(dnnl::stream& stream, const float* x, const float* bias, bool accumulate, float* y) const;
+
+private:
+    WinogradGeometry g_;
+    WinogradActivation activation_;
+    int64_t tiles_y_ = 0, tiles_x_ = 0, tiles_ = 0;
+    dnnl::memory::desc src_desc_, dst_desc_, transformed_desc_, product_desc_;
+    Step products_;
+    dnnl::memory packed_weights_;
+};
+
+}  // namespace pyflame_rt::onednn
