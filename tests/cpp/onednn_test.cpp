@@ -324,43 +324,52 @@ void expect_close_to_scale(const Tensor& actual, const Tensor& expected, float s
     }
 }
 
-struct WinogradCase {
+struct FusedConvCase {
     Shape64 x;
     int64_t maps;
     Shape64 pads;                   // begins then ends
     std::string activation;         // FusedConv's, "" for none
     bool residual = false, bias = true;
+    int64_t stride = 1;
+    bool winograd = true;           // whether the kernel runs it as a Winograd convolution
 };
 
-TEST(OneDnnConv, WinogradLayersMatchTheOnnxDefinition) {
+// FusedConv (residual and activation fused) on both paths: Winograd (3x3, stride 1, 16 tiles or
+// more) and oneDNN's direct kernel (a binary-add post-op reading the residual).
+TEST(OneDnnConv, FusedConvMatchesTheOnnxDefinition) {
     if (!have_engine()) GTEST_SKIP() << "oneDNN has no CPU engine here: the reference kernels run";
-    const std::vector<WinogradCase> cases = {
+    const std::vector<FusedConvCase> cases = {
         {{1, 64, 16, 16}, 64, {1, 1, 1, 1}, "Relu"},             // a ResNet layer: 16 tiles
         {{3, 16, 13, 11}, 48, {1, 1, 1, 1}, ""},                 // partial tiles at both edges
         {{2, 32, 17, 18}, 32, {0, 2, 1, 0}, "", true},           // asymmetric pads, residual
         {{2, 32, 18, 20}, 16, {0, 0, 0, 0}, "Clip", true},       // no pads (VALID), Clip
         {{1, 128, 14, 14}, 128, {1, 1, 1, 1}, "Relu", true, false},  // residual + Relu, no bias
+        {{1, 64, 7, 7}, 64, {1, 1, 1, 1}, "Relu", true, true, 1, false},     // 4 tiles: direct
+        {{2, 32, 14, 14}, 64, {1, 1, 1, 1}, "Relu", true, true, 2, false},   // strided: direct
+        {{1, 12, 9, 9}, 20, {1, 1, 1, 1}, "Clip", true, true, 1, false},     // 12 channels: direct
     };
     uint32_t seed = 300;
-    for (const WinogradCase& c : cases) {
+    for (const FusedConvCase& c : cases) {
         const Shape64 w_shape{c.maps, c.x[1], 3, 3};
-        const std::string what = "Winograd x" + str(c.x) + " maps " + std::to_string(c.maps) + " pads" + str(c.pads) +
+        const std::string what = std::string(c.winograd ? "Winograd" : "direct") + " x" + str(c.x) + " maps " + std::to_string(c.maps) + " pads" + str(c.pads) +
                                  " " + c.activation + (c.residual ? " residual" : "");
         Window win;
         win.kernel = {3, 3};
         win.pads = c.pads;
+        win.strides = {c.stride, c.stride};
         const Tensor x = random_tensor(c.x, seed++), w = random_tensor(w_shape, seed++), b = random_tensor({c.maps}, seed++);
         Tensor expected = naive_conv(x, w, c.bias ? &b : nullptr, win, 1);
-        // The geometry is one the kernel hands to Winograd (else this tests the direct path).
+        // The geometry takes the path the case is meant for.
         onednn::WinogradGeometry g;
         g.batch = c.x[0], g.channels = c.x[1], g.height = c.x[2], g.width = c.x[3], g.maps = c.maps;
         g.out_height = expected.shape()[2], g.out_width = expected.shape()[3];
-        ASSERT_TRUE(onednn::WinogradConv::pays(g)) << what;
+        if (c.stride == 1) ASSERT_EQ(onednn::WinogradConv::pays(g), c.winograd) << what;
 
         Node node("FusedConv", "conv", {"x", "w", c.bias ? "b" : "", c.residual ? "z" : ""}, {"y"});
         node.set_domain("com.pyflame");
         node.set_attribute("kernel_shape", Shape64{3, 3});
         node.set_attribute("pads", c.pads);
+        if (c.stride != 1) node.set_attribute("strides", Shape64{c.stride, c.stride});
         if (!c.activation.empty()) node.set_attribute("activation", c.activation);
         if (c.activation == "Clip") node.set_attribute("activation_params", std::vector<double>{-0.5, 0.75});
         const auto kernel = factories().at("com.pyflame::FusedConv")(KernelInfo{node, 17, {nullptr, &w, nullptr, nullptr}});

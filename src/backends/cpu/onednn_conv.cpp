@@ -1,6 +1,7 @@
 // Conv (1-D, 2-D, 3-D; float32) on oneDNN's convolution: groups (depthwise included),
 // strides, dilations, explicit and automatic pads, optional bias. FusedConv (com.pyflame) adds a
-// residual Z (a sum post-op: the output buffer starts as Z) and an activation (eltwise post-op).
+// residual Z (a binary-add post-op reading Z where it lies, or where oneDNN has none for the
+// shape, a sum post-op on an output buffer that starts as Z) and an activation (eltwise post-op).
 #include "backends/cpu/onednn_context.hpp"
 #include "backends/cpu/winograd.hpp"
 
@@ -16,7 +17,8 @@ struct ConvEntry {
     Step conv;                                      // unless `winograd` does the work
     std::optional<WinogradConv> winograd;
     std::optional<ReorderInto> src_into;            // X, row-major or another primitive's layout
-    std::optional<ReorderInto> residual_into;       // Z into dst's layout, for the sum post-op
+    std::optional<ReorderInto> residual_into;       // Z into dst's layout
+    bool residual_as_sum = false;                   // else read as the binary post-op's operand
     std::optional<Step> weights_reorder;            // non-constant weights
     OutputLayout output;
     dnnl::memory packed_weights;                    // constant weights, already in `weights`
@@ -33,7 +35,8 @@ public:
           window_(ops::WindowAttributes::parse(info.node, false)),
           group_(info.node.get_attribute<int64_t>("group", 1)),
           has_residual_(info.node.has_input(3)),
-          attr_(post_ops_attr(info.node)),
+          activation_(activation_of(info.node)),
+          attr_(post_ops_attr()),
           winograd_activation_(winograd_activation(info.node)) {
         const Tensor* w = float_constant(info, 1);
         if (!w) return;
@@ -69,12 +72,18 @@ public:
             (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
         // Written in the convolution's own layout when every reader takes it: no reorder.
         OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
-        // The sum post-op (and Winograd's output transform) adds the convolution to what dst
-        // holds: start from Z.
-        if (z) entry->residual_into->into(stream, memory_over(desc_of(*z, entry->y_plain), z->data()), y.dst);
+        // Z in dst's layout: itself when it already is (no copy).
+        dnnl::memory residual;
+        if (z) {
+            const dnnl::memory given = memory_over(desc_of(*z, entry->y_plain), z->data());
+            // The sum post-op adds the convolution to what dst holds: start from Z.
+            if (entry->residual_as_sum) entry->residual_into->into(stream, given, y.dst);
+            else residual = (*entry->residual_into)(stream, given, Buffer::Residual);
+        }
         if (entry->winograd) {
             entry->winograd->run(stream, static_cast<const float*>(src.get_data_handle()),
-                                 b ? static_cast<const float*>(b->data()) : nullptr, z != nullptr,
+                                 b ? static_cast<const float*>(b->data()) : nullptr,
+                                 z ? static_cast<const float*>(residual.get_data_handle()) : nullptr,
                                  static_cast<float*>(y.dst.get_data_handle()));
             ctx.outputs[0] = entry->output.finish(stream, y);
             stream.wait();
@@ -86,6 +95,7 @@ public:
                                                                       entry->weights, Buffer::Weights);
         ExecArgs args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, y.dst}};
         if (b) args.emplace(DNNL_ARG_BIAS, memory_over(plain_desc({b->shape()[0]}), b->data()));
+        if (residual) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, residual);
         entry->conv.execute(stream, std::move(args));
         ctx.outputs[0] = entry->output.finish(stream, y);
         stream.wait();
@@ -157,9 +167,27 @@ private:
             entry->output = OutputLayout(entry->winograd->dst_desc(), entry->out_shape);
             return entry;
         }
+        if (has_residual_) {
+            // The same kernel with Z read by a binary post-op in dst's layout, when oneDNN has
+            // one: Z is then not copied into dst first.
+            entry->residual_as_sum = true;
+            const dnnl::memory::desc dst = pd->dst_desc();
+            try {
+                dnnl::convolution_forward::primitive_desc binary(
+                    *cpu_engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                    pd->src_desc(), pd->weights_desc(), bias, pd->dst_desc(), strides, dilations, pad_begin,
+                    pad_end, post_ops_attr(&dst));
+                if (optimized(binary)) {
+                    pd.emplace(std::move(binary));
+                    entry->residual_as_sum = false;
+                }
+            } catch (const dnnl::error&) {
+                // no binary post-op for this configuration: the sum post-op stays
+            }
+            entry->residual_into.emplace(pd->dst_desc());
+        }
         entry->conv = Step{dnnl::convolution_forward(*pd), pd->scratchpad_desc()};
         entry->src_into.emplace(pd->src_desc());
-        if (has_residual_) entry->residual_into.emplace(pd->dst_desc());
         entry->output = OutputLayout(pd->dst_desc(), entry->out_shape);
         if (weights_) entry->packed_weights = weights_->get(entry->w_plain, entry->weights);
         else entry->weights_reorder = reorder_if_needed(entry->w_plain, entry->weights);
@@ -209,20 +237,36 @@ private:
         return act;
     }
 
-    // FusedConv's residual (sum) and activation (eltwise) as post-ops, in that order: applied as
-    // each output block is written.
-    static dnnl::primitive_attr post_ops_attr(const Node& node) {
+    // FusedConv's residual and activation (eltwise) as post-ops, in that order: applied as each
+    // output block is written. The residual is a binary add of an operand in layout
+    // `residual`, or without one, a sum (dst's previous contents).
+    dnnl::primitive_attr post_ops_attr(const dnnl::memory::desc* residual = nullptr) const {
         dnnl::primitive_attr attr = base_attr();
         dnnl::post_ops ops;
-        if (node.has_input(3)) ops.append_sum(1.0f);
-        append_activation(ops, node);
+        if (has_residual_) {
+            if (residual) ops.append_binary(dnnl::algorithm::binary_add, *residual);
+            else ops.append_sum(1.0f);
+        }
+        for (int i = 0; i < activation_.len(); ++i) {
+            dnnl::algorithm alg;
+            float alpha, beta;
+            activation_.get_params_eltwise(i, alg, alpha, beta);
+            ops.append_eltwise(alg, alpha, beta);
+        }
         attr.set_post_ops(ops);
         return attr;
+    }
+
+    static dnnl::post_ops activation_of(const Node& node) {
+        dnnl::post_ops ops;
+        append_activation(ops, node);
+        return ops;
     }
 
     ops::WindowAttributes window_;
     int64_t group_;
     bool has_residual_;
+    dnnl::post_ops activation_;  // the node's activation, as a post-op
     dnnl::primitive_attr attr_;
     std::optional<WinogradActivation> winograd_activation_;
     // When W is an initializer. Mutable: build() packs it in place while the constructor plans.

@@ -80,15 +80,15 @@ struct Layout {
     }
 }
 
-// Y = act(Aᵀ M A + bias [+ Y]) for tiles [first, last), all maps; writes only inside the image.
+// Y = act(Aᵀ M A + bias + Z) for tiles [first, last), all maps; writes only inside the image.
 [[gnu::always_inline]] inline void transform_output_body(const Layout& s, const float* m, const float* bias,
-                                                         bool accumulate, const WinogradActivation& act, float* y,
+                                                         const float* z, const WinogradActivation& act, float* y,
                                                          int64_t first, int64_t last) {
     const Vec zero = {}, low = zero + act.min, high = zero + act.max;
     for (int64_t t = first; t < last; ++t) {
         const int64_t n = t / (s.tiles_y * s.tiles_x), rest = t % (s.tiles_y * s.tiles_x);
         const int64_t y0 = (rest / s.tiles_x) * 4, x0 = (rest % s.tiles_x) * 4;
-        float* image = y + n * s.OH * s.OW * s.K;
+        const int64_t image = n * s.OH * s.OW * s.K;
         for (int64_t k = 0; k < s.K; k += kLanes) {
             Vec p[6][6], col[6], o[4], tmp[4][6];
             for (int e = 0; e < 36; ++e) p[e / 6][e % 6] = load(m + (e * s.tiles + t) * s.K + k);
@@ -105,16 +105,16 @@ struct Layout {
                 for (int j = 0; j < 4; ++j) {
                     const int64_t xx = x0 + j;
                     if (xx >= s.OW) break;
-                    float* out = image + (yy * s.OW + xx) * s.K + k;
+                    const int64_t at = image + (yy * s.OW + xx) * s.K + k;
                     Vec value = o[j] + b;
-                    if (accumulate) value += load(out);
+                    if (z) value += load(z + at);
                     if (act.kind == WinogradActivation::Kind::Relu) {
                         value = value > zero ? value : zero;
                     } else if (act.kind == WinogradActivation::Kind::Clip) {
                         value = value < low ? low : value;
                         value = value > high ? high : value;
                     }
-                    store(out, value);
+                    store(y + at, value);
                 }
             }
         }
@@ -130,13 +130,13 @@ void transform_input_baseline(const Layout& s, const float* x, float* v, int64_t
     transform_input_body(s, x, v, first, last);
 }
 [[gnu::target("avx512f")]] void transform_output_avx512(const Layout& s, const float* m, const float* bias,
-                                                        bool accumulate, const WinogradActivation& act, float* y,
+                                                        const float* z, const WinogradActivation& act, float* y,
                                                         int64_t first, int64_t last) {
-    transform_output_body(s, m, bias, accumulate, act, y, first, last);
+    transform_output_body(s, m, bias, z, act, y, first, last);
 }
-void transform_output_baseline(const Layout& s, const float* m, const float* bias, bool accumulate,
+void transform_output_baseline(const Layout& s, const float* m, const float* bias, const float* z,
                                const WinogradActivation& act, float* y, int64_t first, int64_t last) {
-    transform_output_body(s, m, bias, accumulate, act, y, first, last);
+    transform_output_body(s, m, bias, z, act, y, first, last);
 }
 
 bool has_avx512() {
@@ -211,7 +211,7 @@ WinogradConv::WinogradConv(const WinogradGeometry& g, PackedConstant& transforme
     packed_weights_ = transformed_weights.get(plain, pd.weights_desc());
 }
 
-void WinogradConv::run(dnnl::stream& stream, const float* x, const float* bias, bool accumulate, float* y) const {
+void WinogradConv::run(dnnl::stream& stream, const float* x, const float* bias, const float* residual, float* y) const {
     const Layout s{g_.height, g_.width,   g_.channels, g_.maps, g_.out_height, g_.out_width,
                    g_.pad_top, g_.pad_left, tiles_y_,   tiles_x_, tiles_};
     const dnnl::memory transformed = thread_memory(transformed_desc_, Buffer::Transformed);
@@ -226,8 +226,8 @@ void WinogradConv::run(dnnl::stream& stream, const float* x, const float* bias, 
                                {DNNL_ARG_DST, products}});
     stream.wait();
     parallel_tiles(tiles_, [&](int64_t first, int64_t last) {
-        wide ? transform_output_avx512(s, m, bias, accumulate, activation_, y, first, last)
-             : transform_output_baseline(s, m, bias, accumulate, activation_, y, first, last);
+        wide ? transform_output_avx512(s, m, bias, residual, activation_, y, first, last)
+             : transform_output_baseline(s, m, bias, residual, activation_, y, first, last);
     });
 }
 

@@ -50,8 +50,8 @@ public:
     const dnnl::memory::desc& src_desc() const { return src_desc_; }
     const dnnl::memory::desc& dst_desc() const { return dst_desc_; }
 
-    // y = act(conv(x) + bias [+ y when accumulate: the residual, already in y]).
-    void run(dnnl::stream& stream, const float* x, const float* bias, bool accumulate, float* y) const;
+    // y = act(conv(x) + bias + residual); bias and residual (in dst_desc()) may be null.
+    void run(dnnl::stream& stream, const float* x, const float* bias, const float* residual, float* y) const;
 
 private:
     WinogradGeometry g_;
