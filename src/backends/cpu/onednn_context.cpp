@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <unordered_map>
 
 #include "backends/cpu/onednn_kernels.hpp"
 
@@ -34,6 +35,12 @@ void apply_thread_budget(int num_threads) {
     if (num_threads >= 1 && omp_get_max_threads() != num_threads) omp_set_num_threads(num_threads);
 }
 
+int threads_for_primitive(double flops, double bytes, int budget) {
+    constexpr double kFlopsPerSecond = 100e9, kBytesPerSecond = 60e9;  // one core, AVX-512, L3
+    constexpr double kWorthSplitting = 10e-6;                          // seconds
+    return std::max(flops / kFlopsPerSecond, bytes / kBytesPerSecond) < kWorthSplitting ? 1 : budget;
+}
+
 const dnnl::engine* cpu_engine() {
     static const std::unique_ptr<dnnl::engine> engine = []() -> std::unique_ptr<dnnl::engine> {
         const char* flag = std::getenv("PYFLAME_RT_ONEDNN");
@@ -60,7 +67,33 @@ dnnl::memory::desc any_desc(const Dims& dims, dnnl::memory::data_type type) {
 }
 
 dnnl::memory memory_over(const dnnl::memory::desc& md, const void* data) {
-    return dnnl::memory(md, *cpu_engine(), const_cast<void*>(data));
+    // Creating a memory object costs allocations, and kernels describe the same tensors on every
+    // run: the same layout object over, with the arena's plan, the same address. So objects are
+    // kept per thread by (layout object, address). Nothing re-points a memory object, so one
+    // object serves every caller that asks for the same pair; the cache holds the layout, which
+    // keeps its address from being reused by another.
+    struct Key {
+        const void* desc;
+        const void* data;
+        bool operator==(const Key& o) const { return desc == o.desc && data == o.data; }
+    };
+    struct KeyHash {
+        size_t operator()(const Key& k) const {
+            return std::hash<const void*>()(k.desc) * 31 + std::hash<const void*>()(k.data);
+        }
+    };
+    struct Cached {
+        dnnl::memory::desc desc;
+        dnnl::memory memory;
+    };
+    constexpr size_t kMaxCached = 4096;  // inputs at new addresses each run must not grow it
+    thread_local std::unordered_map<Key, Cached, KeyHash> cache;
+    const Key key{md.get(), data};
+    if (auto it = cache.find(key); it != cache.end()) return it->second.memory;
+    if (cache.size() >= kMaxCached) cache.clear();
+    dnnl::memory memory(md, *cpu_engine(), const_cast<void*>(data));
+    cache.emplace(key, Cached{md, memory});
+    return memory;
 }
 
 dnnl::primitive_attr base_attr() {
@@ -90,7 +123,7 @@ dnnl::memory thread_memory(const dnnl::memory::desc& md, Buffer role) {
         b.data = ::operator new(bytes, std::align_val_t(64));
         b.size = bytes;
     }
-    return dnnl::memory(md, *cpu_engine(), b.data);
+    return memory_over(md, b.data);
 }
 
 ConvGeometry conv_geometry(const ops::WindowAttributes& window, int64_t group, const std::vector<int64_t>& x_shape,

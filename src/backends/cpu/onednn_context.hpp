@@ -31,6 +31,12 @@ namespace pyflame_rt::onednn {
 // Caps the OpenMP threads oneDNN uses for calls from this thread (n < 1: leave as is).
 void apply_thread_budget(int num_threads);
 
+// The OpenMP threads a primitive of this size is worth: one when its work (the flops, or the
+// bytes it moves, whichever takes a core longer) is under ~10 µs, where a fork/join and the
+// imbalance of a split cost more than a second core saves; else `budget`. A function of the
+// shapes only, so a primitive runs with the threads it was created for.
+int threads_for_primitive(double flops, double bytes, int budget);
+
 
 // The process's CPU engine, created on first use; nullptr when there is none, and then every
 // factory returns the reference kernel. There is none when the environment sets
@@ -43,7 +49,9 @@ using Dims = dnnl::memory::dims;
 // Row-major, and with the layout left to the primitive; float32 unless told otherwise.
 dnnl::memory::desc plain_desc(const Dims& dims, dnnl::memory::data_type type = dnnl::memory::data_type::f32);
 dnnl::memory::desc any_desc(const Dims& dims, dnnl::memory::data_type type = dnnl::memory::data_type::f32);
-// A memory object over existing data (no copy); inputs are only read by the primitives.
+// A memory object over existing data (no copy); inputs are only read by the primitives. Kept
+// per thread for the pair: callers must not re-point it (set_data_handle), and should pass
+// layouts that live across runs (an entry's), not ones made per call.
 dnnl::memory memory_over(const dnnl::memory::desc& md, const void* data);
 // Attributes every primitive here is created with (user-provided scratchpad).
 dnnl::primitive_attr base_attr();

@@ -12,7 +12,7 @@ namespace {
 // One input-shape signature: the primitive and the layouts around it.
 struct ConvEntry {
     std::vector<int64_t> out_shape;
-    dnnl::memory::desc x_plain, w_plain, y_plain;  // the tensors as they lie (row-major)
+    dnnl::memory::desc x_plain, w_plain, y_plain, bias;  // the tensors as they lie (row-major)
     dnnl::memory::desc weights;                    // the layout the convolution reads W in
     Step conv;                                      // unless `winograd` does the work
     std::optional<WinogradConv> winograd;
@@ -48,7 +48,7 @@ public:
         if (!x_shape.empty() && x_shape[0] < 0) x_shape[0] = 1;
         const bool has_bias = info.node.has_input(2);
         if (handles_shapes(x_shape, w->shape())) {
-            apply_thread_budget(info.num_threads);
+            apply_thread_budget(threads_for(x_shape, w->shape(), info.num_threads));
             cache_.get(cache_key(x_shape, w->shape(), has_bias), [&] { return build(x_shape, w->shape(), has_bias, true); });
         }
     }
@@ -56,11 +56,11 @@ public:
     const Tensor* prepacked_input(size_t input) const override { return input == 1 && weights_ ? weights_->prepacked() : nullptr; }
 
     void compute(ops::KernelContext& ctx) const override {
-        apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
         const Tensor& w = ctx.input(1);
         const Tensor* b = ctx.has_input(2) ? &ctx.input(2) : nullptr;
         if (!handles(x, w, b)) return fallback(ctx);
+        apply_thread_budget(threads_for(x.shape(), w.shape(), ctx.num_threads));
         const auto entry = cache_.get(cache_key(x.shape(), w.shape(), b != nullptr),
                                       [&] { return build(x.shape(), w.shape(), b != nullptr, false); });
         if (!entry) return fallback(ctx);
@@ -94,7 +94,7 @@ public:
                                                                       memory_over(entry->w_plain, w.data()),
                                                                       entry->weights, Buffer::Weights);
         ExecArgs args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, y.dst}};
-        if (b) args.emplace(DNNL_ARG_BIAS, memory_over(plain_desc({b->shape()[0]}), b->data()));
+        if (b) args.emplace(DNNL_ARG_BIAS, memory_over(entry->bias, b->data()));
         if (residual) args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, residual);
         entry->conv.execute(stream, std::move(args));
         ctx.outputs[0] = entry->output.finish(stream, y);
@@ -123,6 +123,17 @@ private:
         if (x[1] != w[1] * group_ || w[0] % group_ != 0) return false;
         return window_.kernel_shape.empty() || window_.kernel_shape == std::vector<int64_t>(w.begin() + 2, w.end());
     }
+    // The threads this shape's convolution is worth (threads_for_primitive), from its work
+    // (flops at stride 1: an upper bound) and the activations it reads and writes.
+    int threads_for(const std::vector<int64_t>& x, const std::vector<int64_t>& w, int budget) const {
+        double taps = 1, pixels = 1;
+        for (size_t i = 2; i < w.size(); ++i) taps *= static_cast<double>(w[i]);
+        for (size_t i = 2; i < x.size(); ++i) pixels *= static_cast<double>(x[i]);
+        const double batch = static_cast<double>(x[0]), maps = static_cast<double>(w[0]);
+        const double flops = 2 * batch * pixels * maps * static_cast<double>(w[1]) * taps;
+        const double bytes = 4 * batch * pixels * (static_cast<double>(x[1]) + maps);
+        return threads_for_primitive(flops, bytes, budget);
+    }
     static std::vector<int64_t> cache_key(const std::vector<int64_t>& x_shape, const std::vector<int64_t>& w_shape,
                                           bool has_bias) {
         std::vector<int64_t> key = x_shape;
@@ -145,6 +156,7 @@ private:
         entry->w_plain = plain_desc(w_dims);
         entry->y_plain = plain_desc(to_dims(entry->out_shape));
         const dnnl::memory::desc bias = has_bias ? plain_desc({maps}) : dnnl::memory::desc();
+        entry->bias = bias;
         std::optional<dnnl::convolution_forward::primitive_desc> pd;
         try {
             // Every layout left to oneDNN: its blocked/channels-last kernels beat the plain-layout
@@ -280,7 +292,7 @@ private:
 // strides; constant weights are packed once. Reads and writes oneDNN layouts like Conv.
 struct DeconvEntry {
     std::vector<int64_t> out_shape;
-    dnnl::memory::desc w_plain, weights;
+    dnnl::memory::desc x_plain, w_plain, weights, bias;
     Step deconv;
     std::optional<ReorderInto> src_into;
     std::optional<Step> weights_reorder;
@@ -325,14 +337,14 @@ public:
 
         dnnl::stream& stream = thread_stream();
         const dnnl::memory src =
-            (*entry->src_into)(stream, memory_over(desc_of(x, plain_desc(to_dims(x.shape()))), x.data()), Buffer::Src);
+            (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
         const dnnl::memory weights = entry->packed_weights ? entry->packed_weights
                                                            : relayout(stream, entry->weights_reorder,
                                                                       memory_over(entry->w_plain, w.data()),
                                                                       entry->weights, Buffer::Weights);
         OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
         ExecArgs args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, y.dst}};
-        if (b) args.emplace(DNNL_ARG_BIAS, memory_over(plain_desc({maps}), b->data()));
+        if (b) args.emplace(DNNL_ARG_BIAS, memory_over(entry->bias, b->data()));
         entry->deconv.execute(stream, std::move(args));
         ctx.outputs[0] = entry->output.finish(stream, y);
         stream.wait();
@@ -377,6 +389,8 @@ private:
         w_dims.insert(w_dims.end(), w_shape.begin() + 2, w_shape.end());
         w_strides.insert(w_strides.end(), k_strides.begin(), k_strides.end());
         entry->w_plain = dnnl::memory::desc(w_dims, dnnl::memory::data_type::f32, w_strides);
+        entry->x_plain = plain_desc(to_dims(x_shape));
+        if (has_bias) entry->bias = plain_desc({maps});
         Dims any_w = w_dims;
         std::optional<dnnl::deconvolution_forward::primitive_desc> pd;
         try {

@@ -112,7 +112,6 @@ public:
     const Tensor* prepacked_input(size_t input) const override { return input == 1 && b_ ? b_->prepacked() : nullptr; }
 
     void compute(ops::KernelContext& ctx) const override {
-        apply_thread_budget(ctx.num_threads);
         const Tensor& a = ctx.input(0);
         const Tensor& b = ctx.input(1);
         const Tensor* bias = has_bias_ ? &ctx.input(2) : nullptr;
@@ -122,6 +121,12 @@ public:
         if (bias && (bias->dtype() != DType::Float32 || bias->ndim() != 1 || b.ndim() < 2 ||
                      bias->shape()[0] != b.shape().back()))
             return fallback(ctx);
+        // Work: A's rows times B's columns, over B (which every row reads).
+        const double rows = static_cast<double>(a.num_elements() / a.shape().back());
+        const double cols = b.ndim() == 1 ? 1.0 : static_cast<double>(b.shape()[trans_b_ ? b.ndim() - 2 : b.ndim() - 1]);
+        apply_thread_budget(threads_for_primitive(2.0 * rows * cols * static_cast<double>(a.shape().back()),
+                                                  4.0 * static_cast<double>(a.num_elements() + b.num_elements()),
+                                                  ctx.num_threads));
         std::vector<int64_t> key{static_cast<int64_t>(a.ndim())};
         key.insert(key.end(), a.shape().begin(), a.shape().end());
         key.insert(key.end(), b.shape().begin(), b.shape().end());
@@ -225,7 +230,6 @@ public:
     const Tensor* prepacked_input(size_t input) const override { return input == 1 && b_ ? b_->prepacked() : nullptr; }
 
     void compute(ops::KernelContext& ctx) const override {
-        apply_thread_budget(ctx.num_threads);
         const Tensor& a = ctx.input(0);
         const Tensor& b = ctx.input(1);
         const Tensor* c = ctx.has_input(2) && beta_ != 0.0f ? &ctx.input(2) : nullptr;
@@ -244,6 +248,8 @@ public:
             if (c->ndim() > 2 || (rows != 1 && rows != m) || (cols != 1 && cols != n)) return fallback(ctx);
             mode = rows == 1 && cols == n ? CMode::Bias : CMode::Sum;
         }
+        apply_thread_budget(threads_for_primitive(2.0 * static_cast<double>(m * n * k),
+                                                  4.0 * static_cast<double>(m * k + k * n + m * n), ctx.num_threads));
         const auto entry = cache_.get({m, k, n, static_cast<int64_t>(mode)}, [&] { return build(m, k, n, mode); });
         if (!entry) return fallback(ctx);
 
