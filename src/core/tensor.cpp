@@ -11,16 +11,10 @@
 namespace pyflame_rt {
 namespace {
 
-constexpr size_t kAlignment = 64;
-
 std::shared_ptr<void> allocate_aligned(size_t bytes) {
     // During a session's run, intermediates come from its arena (buffers reused across runs).
     if (TensorArena* arena = TensorArena::current()) return arena->allocate(bytes);
-    // Round up: aligned_alloc needs a multiple of the alignment; never zero so data() is set.
-    const size_t rounded = ((bytes + kAlignment - 1) / kAlignment) * kAlignment;
-    void* p = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
-    if (!p) throw PyFlameRTError("out of memory allocating " + std::to_string(bytes) + " bytes");
-    return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+    return std::shared_ptr<void>(heap_buffer(bytes), [](void* q) { std::free(q); });
 }
 
 // String elements are real std::string objects: constructed here, destroyed with the storage.

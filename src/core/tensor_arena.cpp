@@ -1,5 +1,7 @@
 #include "core/tensor_arena.hpp"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <string>
@@ -12,13 +14,18 @@ namespace {
 constexpr size_t kAlignment = 64;
 thread_local TensorArena* current_arena = nullptr;
 
+}  // namespace
+
 void* heap_buffer(size_t size) {
-    void* p = std::aligned_alloc(kAlignment, size);
+    constexpr size_t kHugePage = size_t{2} << 20;
+    const bool huge = size >= kHugePage;
+    const size_t alignment = huge ? kHugePage : kAlignment;
+    const size_t rounded = std::max(alignment, (size + alignment - 1) / alignment * alignment);
+    void* p = std::aligned_alloc(alignment, rounded);
     if (!p) throw PyFlameRTError("out of memory allocating " + std::to_string(size) + " bytes");
+    if (huge) madvise(p, rounded, MADV_HUGEPAGE);  // advice only: without it, 4 KiB pages
     return p;
 }
-
-}  // namespace
 
 TensorArena::~TensorArena() {
     for (auto& [size, buffer] : free_) std::free(buffer);

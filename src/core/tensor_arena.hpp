@@ -19,6 +19,12 @@
 
 namespace pyflame_rt {
 
+// Heap memory for tensors, 64-byte aligned, freed with std::free (throws PyFlameRTError when
+// there is none). Buffers of 2 MiB or more are 2 MiB-aligned and advised to use transparent huge
+// pages: kernels streaming them then cross no 4 KiB page boundary, where hardware prefetchers
+// stop, and miss the TLB far less.
+void* heap_buffer(size_t size);
+
 class TensorArena : public std::enable_shared_from_this<TensorArena> {
 public:
     struct Stats {

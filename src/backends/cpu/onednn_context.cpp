@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "backends/cpu/onednn_kernels.hpp"
+#include "core/tensor_arena.hpp"
 
 namespace pyflame_rt {
 
@@ -107,7 +108,7 @@ namespace {
 struct AlignedBuffer {
     void* data = nullptr;
     size_t size = 0;
-    ~AlignedBuffer() { ::operator delete(data, std::align_val_t(64)); }
+    ~AlignedBuffer() { std::free(data); }
 };
 
 }  // namespace
@@ -117,10 +118,10 @@ dnnl::memory thread_memory(const dnnl::memory::desc& md, Buffer role) {
     AlignedBuffer& b = buffers[static_cast<size_t>(role)];
     const size_t bytes = md.get_size();
     if (bytes > b.size) {
-        ::operator delete(b.data, std::align_val_t(64));
+        std::free(b.data);
         b.data = nullptr;  // stays consistent if the allocation below throws
         b.size = 0;
-        b.data = ::operator new(bytes, std::align_val_t(64));
+        b.data = heap_buffer(bytes);
         b.size = bytes;
     }
     return memory_over(md, b.data);
