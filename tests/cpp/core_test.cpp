@@ -83,6 +83,15 @@ TEST(Tensor, OwningIsAlignedAndSized) {
     EXPECT_TRUE(Tensor().empty());
 }
 
+TEST(Tensor, BigBuffersStartOnHugePageBoundaries) {
+    // 2 MiB-aligned, so transparent huge pages can back them from their first byte.
+    Tensor big({3 << 18}, DType::Float32);  // 3 MiB
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data()) % (size_t{2} << 20), 0u);
+    static_cast<float*>(big.data())[(3 << 18) - 1] = 1.0f;  // the whole size is usable
+    Tensor small({100}, DType::Float32);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data()) % 64, 0u);
+}
+
 TEST(Tensor, NonOwningViewSeesExternalMemory) {
     float buffer[6] = {1, 2, 3, 4, 5, 6};
     Tensor view(buffer, {2, 3}, DType::Float32);
