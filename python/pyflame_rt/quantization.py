@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Callable, Dict
 
+import numpy as np
+
 from ._pyflame_rt import quantization as _native
 
 QuantMode = _native.QuantMode
@@ -79,9 +81,17 @@ class Quantizer(_native.Quantizer):
             raise ValidationError(
                 "Quantizer.quantize_with_calibration needs a QuantConfig with mode StaticInt8, got "
                 + quant_mode_name(self.config.mode))
+        if not callable(data_provider):
+            raise TypeError("data_provider must be a callable returning a dict of input arrays")
         calibrator = Calibrator(graph, self.config)
-        calibrator.calibrate(data_provider, num_batches, progress)
-        return self.quantize(graph, calibrator.compute_quant_params())
+        # The first batches also check the quantized model's accuracy (see _quantize_calibrated).
+        samples = []
+        for _ in _batches(num_batches, progress, "calibrating"):
+            feed = data_provider()
+            calibrator.observe(feed)
+            if len(samples) < _native.Quantizer.ACCURACY_SAMPLE_BATCHES:  # copied: providers may reuse buffers
+                samples.append({k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in feed.items()})
+        return self._quantize_calibrated(graph, calibrator.compute_quant_params(), samples)
 
 
 __all__ = [
