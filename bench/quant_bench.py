@@ -15,7 +15,7 @@ FP32 output.
 
     .venv/bin/python bench/quant_bench.py --build-dir build/h-quant            # accuracy (~1 min)
     .venv/bin/python bench/quant_bench.py --build-dir build/h-quant --speed    # + ResNet-50/BERT
-    options: --speed-models resnet50,bert_base --batches 1,8 --runs N --no-write
+    options: --speed-models resnet50,bert_base --batches 1,8 --runs N --no-write --skip-accuracy
 
 Writes the "Quantization" section of bench/RESULTS.md (between its markers; the rest of the
 file is kept) unless --no-write.
@@ -413,6 +413,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build-dir", help="use BUILD_DIR/python's pyflame_rt (default: the installed package)")
     ap.add_argument("--speed", action="store_true", help="also time ResNet-50 and the BERT-like encoder")
+    ap.add_argument("--skip-accuracy", action="store_true", help="only the --speed part (no digits models)")
     ap.add_argument("--speed-models", default="resnet50,bert_base")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--runs", type=int, default=5, help="timed rounds per model and batch (at least 2 s of rounds)")
@@ -430,7 +431,7 @@ def main():
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="quant_bench_") as tmp:
         work = Path(tmp)
-        rows = run_accuracy(rt, work)
+        rows = [] if args.skip_accuracy else run_accuracy(rt, work)
         text = [f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC.\n",
                 "```\n" + " ".join([".venv/bin/python", "bench/quant_bench.py"] + sys.argv[1:]) + "\n```\n",
                 f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "

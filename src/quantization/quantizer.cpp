@@ -993,13 +993,12 @@ QuantizationResult Quantizer::quantize_calibrated(const Graph& graph, const Grap
     // the first layers the most sensitive, so the cosine grows with k), else the best tried.
     size_t chosen = 0;
     if (evaluate(0) < kMinOutputCosine) {
-        const size_t top = prefixes.size() - 1;
-        if (evaluate(top) >= kMinOutputCosine) {
-            size_t lo = 0, hi = top;  // cosine(lo) < target <= cosine(hi)
-            while (hi - lo > 1) {
-                const size_t mid = (lo + hi) / 2;
-                (evaluate(mid) >= kMinOutputCosine ? hi : lo) = mid;
-            }
+        size_t lo = 0, hi = prefixes.size();  // cosine(lo) < target <= cosine(hi); hi past the end: none reaches it yet
+        while (hi - lo > 1) {
+            const size_t mid = (lo + hi) / 2;
+            (evaluate(mid) >= kMinOutputCosine ? hi : lo) = mid;
+        }
+        if (hi < prefixes.size()) {
             chosen = hi;
         } else {
             for (const auto& [k, tried_k] : tried)
