@@ -72,7 +72,12 @@ class Quantizer(_native.Quantizer):
     def quantize_with_calibration(
         self, graph, data_provider: DataProvider, num_batches: int, progress: bool = True
     ) -> QuantizationResult:
-        """Calibrates on ``num_batches`` batches from ``data_provider()``, then quantizes."""
+        """Calibrates on ``num_batches`` batches from ``data_provider()``, then quantizes.
+
+        Conv/Gemm biases absorb the mean shift of their rounded weights (bias correction), and
+        when the quantized outputs on the first calibration batches fall below cosine
+        similarity ``Quantizer.MIN_OUTPUT_COSINE`` to the float outputs, the shortest prefix of
+        the graph that reaches it stays in float (see ``QuantizationStats.nodes_skipped``)."""
         from . import ValidationError
 
         if num_batches <= 0:
