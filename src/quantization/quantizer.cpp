@@ -965,12 +965,15 @@ QuantizationResult Quantizer::quantize_calibrated(const Graph& graph, const Grap
     }
     if (prefixes.size() == 1) return full;
 
-    auto float_graph = std::make_shared<Graph>(graph);
     SessionOptions options;
     options.log_level = "error";
-    InferenceSession float_session(float_graph, options);
     std::vector<std::vector<Tensor>> reference;
-    for (const auto& feed : samples) reference.push_back(float_session.run({}, feed));
+    try {
+        InferenceSession float_session(std::make_shared<Graph>(graph), options);
+        for (const auto& feed : samples) reference.push_back(float_session.run({}, feed));
+    } catch (const PyFlameRTError&) {
+        return full;  // samples this graph cannot run: nothing to check against
+    }
 
     std::map<size_t, std::pair<double, QuantizationResult>> tried;
     auto evaluate = [&](size_t k) -> double {
@@ -984,15 +987,29 @@ QuantizationResult Quantizer::quantize_calibrated(const Graph& graph, const Grap
             config.exclude_ops.insert(config.exclude_ops.end(), prefixes[k].begin(), prefixes[k].end());
             result = Quantizer(config).quantize(graph, quant_info);
         }
-        InferenceSession session(std::make_shared<Graph>(*result.quantized_graph), options);
-        const double cosine = output_cosine(reference, session, samples);
+        double cosine;
+        try {
+            InferenceSession session(std::make_shared<Graph>(*result.quantized_graph), options);
+            cosine = output_cosine(reference, session, samples);
+        } catch (const PyFlameRTError&) {
+            if (k == 0) throw;
+            return -2.0;  // below any cosine: never chosen
+        }
         tried.emplace(k, std::make_pair(cosine, std::move(result)));
         return cosine;
     };
     // The smallest k reaching the target (error amplified through the layers after it makes
     // the first layers the most sensitive, so the cosine grows with k), else the best tried.
+    // A graph this build cannot run (a kernel missing) is left as quantize() made it: the check
+    // needs a run, the quantized graph itself may still be meant for another runtime.
+    double full_cosine;
+    try {
+        full_cosine = evaluate(0);
+    } catch (const PyFlameRTError&) {
+        return quantize(graph, quant_info);  // (evaluate took `full`)
+    }
     size_t chosen = 0;
-    if (evaluate(0) < kMinOutputCosine) {
+    if (full_cosine < kMinOutputCosine) {
         size_t lo = 0, hi = prefixes.size();  // cosine(lo) < target <= cosine(hi); hi past the end: none reaches it yet
         while (hi - lo > 1) {
             const size_t mid = (lo + hi) / 2;
@@ -1018,7 +1035,11 @@ QuantizationResult Quantizer::quantize_with_calibration(const Graph& graph, Cali
     for (size_t b = 0; b < num_batches; ++b) {
         Feed feed = data_provider();
         calibrator.observe(feed);
-        if (samples.size() < kAccuracySampleBatches) samples.push_back(std::move(feed));
+        if (samples.size() < kAccuracySampleBatches) {  // copies: a provider may reuse its buffers
+            Feed copy;
+            for (const auto& [name, t] : feed) copy.emplace(name, t.clone());
+            samples.push_back(std::move(copy));
+        }
     }
     return quantize_calibrated(graph, calibrator.compute_quant_params(), samples);
 }
