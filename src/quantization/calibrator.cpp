@@ -138,6 +138,8 @@ std::optional<QuantParams> CalibrationStats::compute_lattice_params(DType target
     require_observed(*this);
     if (many_values || distinct_values.empty() || std::isinf(distinct_values.front()) || std::isinf(distinct_values.back()))
         return std::nullopt;
+    // Values that repeat: a few samples of continuous data would fit some fine grid by chance.
+    if (num_samples < kMinSamplesPerValue * distinct_values.size()) return std::nullopt;
     // The step: the smallest gap between neighbours (or to 0), or an integer fraction of it
     // (values 2/16 and 5/16 lie on steps of 1/16).
     double smallest_gap = 0;

@@ -316,7 +316,8 @@ TEST(QuantizationGraph, StaticInt8NeedsCalibrationParameters) {
 
 TEST(QuantizationCalibration, LatticeParamsRepresentGridDataExactly) {
     CalibrationStats grid;
-    for (int k = -16; k <= 16; ++k) grid.update(k / 16.0f);
+    for (int repeat = 0; repeat < 4; ++repeat)
+        for (int k = -16; k <= 16; ++k) grid.update(k / 16.0f);
     auto p = grid.compute_lattice_params(DType::Int8, true);
     ASSERT_TRUE(p.has_value());
     EXPECT_FLOAT_EQ(p->scales[0], 1.0f / 16);
@@ -327,12 +328,21 @@ TEST(QuantizationCalibration, LatticeParamsRepresentGridDataExactly) {
     EXPECT_EQ(p->zero_points[0], -112);
     // Off the grid, or more distinct values than one byte holds: none.
     CalibrationStats off = grid;
-    off.update(0.123456f);
+    for (int repeat = 0; repeat < 4; ++repeat) off.update(0.123456f);
     EXPECT_FALSE(off.compute_lattice_params(DType::Int8, true).has_value());
     CalibrationStats many;
     for (int k = 0; k < 300; ++k) many.update(static_cast<float>(k));
     EXPECT_TRUE(many.many_values);
     EXPECT_FALSE(many.compute_lattice_params(DType::UInt8, false).has_value());
+    // A few values seen once each (continuous data, briefly sampled) lie on some fine grid by
+    // chance (0.3 and 0.7 on steps of 0.1): not taken as grid data.
+    CalibrationStats few;
+    few.update(0.3f);
+    few.update(0.7f);
+    EXPECT_FALSE(few.compute_lattice_params(DType::UInt8, false).has_value());
+    for (int repeat = 0; repeat < 4; ++repeat) few.update(0.3f), few.update(0.7f);
+    ASSERT_TRUE(few.compute_lattice_params(DType::UInt8, false).has_value());
+    EXPECT_NEAR(few.compute_lattice_params(DType::UInt8, false)->scales[0], 0.1f, 1e-6f);
 }
 
 // x [16, 8] -> Gemm(w0) -> Relu -> Gemm(w1) -> y, with an outlier on input feature 0 (which w0

@@ -122,7 +122,7 @@ def test_bias_correction_reduces_the_output_error(conv_gemm):
 
 
 def test_lattice_params_represent_grid_data_exactly():
-    pixels = (np.arange(17, dtype=np.float32) / 16).repeat(3)  # 0, 1/16, ..., 1
+    pixels = (np.arange(17, dtype=np.float32) / 16).repeat(4)  # 0, 1/16, ..., 1, each 4 times
     stats = CalibrationStats()
     stats.update(pixels)
     unsigned = stats.compute_lattice_params(rt.DType.UInt8, symmetric=False)
@@ -135,17 +135,18 @@ def test_lattice_params_represent_grid_data_exactly():
 
     # Steps of 3/16 and 5/16 lie on the 1/16 grid too; k/255 data gets 1/255.
     odd = CalibrationStats()
-    odd.update(np.array([-3 / 16, 5 / 16, 0.5], np.float32))
+    odd.update(np.tile(np.array([-3 / 16, 5 / 16, 0.5], np.float32), 4))
     assert odd.compute_lattice_params(rt.DType.Int8, True).scales[0] == pytest.approx(1 / 16)
     bytes_ = CalibrationStats()
-    bytes_.update(np.arange(0, 256, 5, dtype=np.float32) / 255)
+    bytes_.update(np.tile(np.arange(0, 256, 5, dtype=np.float32) / 255, 4))
     assert bytes_.compute_lattice_params(rt.DType.UInt8, False).scales[0] == pytest.approx(5 / 255)
 
 
 @pytest.mark.parametrize("values", [
-    np.random.default_rng(0).standard_normal(100).astype(np.float32),      # off any grid
-    np.arange(300, dtype=np.float32) / 16,                                   # over 256 distinct values
-    np.array([0.0, 1 / 16, 200 / 16], np.float32),                           # int8: 200 steps > 127
+    np.tile(np.random.default_rng(0).standard_normal(10).astype(np.float32), 8),  # off any grid
+    np.arange(300, dtype=np.float32).repeat(4) / 16,                              # over 256 distinct values
+    np.tile(np.array([0.0, 1 / 16, 200 / 16], np.float32), 4),                    # int8: 200 steps > 127
+    np.array([0.3, 0.7], np.float32),             # on steps of 0.1, but seen once: continuous data
 ])
 def test_lattice_params_refuse_what_they_cannot_represent(values):
     stats = CalibrationStats()

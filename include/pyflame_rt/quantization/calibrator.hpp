@@ -31,6 +31,7 @@ struct CalibrationStats {
     // The distinct values seen, sorted, while there are at most kMaxDistinctValues of them
     // (data on an 8-bit grid, such as pixels); cleared, with many_values set, past that.
     static constexpr size_t kMaxDistinctValues = 256;
+    static constexpr size_t kMinSamplesPerValue = 4;  // compute_lattice_params wants repeats
     std::vector<float> distinct_values;
     bool many_values = false;
 
@@ -48,10 +49,11 @@ struct CalibrationStats {
     // percentiles of x. Read off the histogram (upper/lower bin edges), clipped to [min, max].
     QuantParams compute_percentile_params(DType target_dtype, bool symmetric, float percentile = 99.99f) const;
 
-    // Parameters that represent every observed value exactly: when the values are integer
-    // multiples k*d of one step d (0 included) and the integers fit the dtype's range with the
-    // zero point `symmetric` asks for (0 for int8 and for never-negative uint8), scale d.
-    // nullopt otherwise. Such data (pixels k/255 or k/16) then quantizes without error, where
+    // Parameters that represent every observed value exactly: when the values (seen at least
+    // kMinSamplesPerValue times each on average) are integer multiples k*d of one step d (0
+    // included) and the integers fit the dtype's range around compute_from_minmax's kind of
+    // zero point (symmetric: 0 for int8, 128 for uint8; asymmetric: the lowest value at the
+    // type's minimum), scale d. nullopt otherwise. Such data (pixels k/255 or k/16) then quantizes without error, where
     // a scale of (max - min) / 255 would round nearly every value.
     std::optional<QuantParams> compute_lattice_params(DType target_dtype, bool symmetric) const;
 
