@@ -900,7 +900,8 @@ namespace {
 
 // Cosine similarity of the quantized graph's float outputs to the float graph's on `samples`:
 // the lowest over the outputs (each output's values of every sample taken as one vector).
-double output_cosine(const std::vector<std::vector<Tensor>>& reference, InferenceSession& session, const std::vector<Quantizer::Feed>& samples) {
+double output_cosine(const std::vector<std::vector<Tensor>>& reference, InferenceSession& session,
+                     const std::vector<Quantizer::Feed>& samples) {
     const size_t outputs = reference.empty() ? 0 : reference.front().size();
     std::vector<double> dot(outputs, 0.0), ref_sq(outputs, 0.0), out_sq(outputs, 0.0);
     std::vector<bool> is_float(outputs, false);
@@ -930,7 +931,8 @@ double output_cosine(const std::vector<std::vector<Tensor>>& reference, Inferenc
 
 }  // namespace
 
-QuantizationResult Quantizer::quantize_calibrated(const Graph& graph, const GraphQuantInfo& quant_info, const std::vector<Feed>& samples) {
+QuantizationResult Quantizer::quantize_calibrated(const Graph& graph, const GraphQuantInfo& quant_info,
+                                                  const std::vector<Feed>& samples) {
     require_mode(config_, QuantMode::StaticInt8, "quantize_calibrated");
     QuantizationResult full = quantize(graph, quant_info);
     if (samples.empty()) return full;
@@ -998,8 +1000,6 @@ QuantizationResult Quantizer::quantize_calibrated(const Graph& graph, const Grap
         tried.emplace(k, std::make_pair(cosine, std::move(result)));
         return cosine;
     };
-    // The smallest k reaching the target (error amplified through the layers after it makes
-    // the first layers the most sensitive, so the cosine grows with k), else the best tried.
     // A graph this build cannot run (a kernel missing) is left as quantize() made it: the check
     // needs a run, the quantized graph itself may still be meant for another runtime.
     double full_cosine;
@@ -1008,9 +1008,11 @@ QuantizationResult Quantizer::quantize_calibrated(const Graph& graph, const Grap
     } catch (const PyFlameRTError&) {
         return quantize(graph, quant_info);  // (evaluate took `full`)
     }
+    // The smallest k reaching the target (error amplified through the layers after it makes
+    // the first layers the most sensitive, so the cosine grows with k), else the best tried.
     size_t chosen = 0;
     if (full_cosine < kMinOutputCosine) {
-        size_t lo = 0, hi = prefixes.size();  // cosine(lo) < target <= cosine(hi); hi past the end: none reaches it yet
+        size_t lo = 0, hi = prefixes.size();  // cosine(lo) < target <= cosine(hi); hi = size: none reached it yet
         while (hi - lo > 1) {
             const size_t mid = (lo + hi) / 2;
             (evaluate(mid) >= kMinOutputCosine ? hi : lo) = mid;

@@ -53,8 +53,8 @@ struct CalibrationStats {
     // kMinSamplesPerValue times each on average) are integer multiples k*d of one step d (0
     // included) and the integers fit the dtype's range around compute_from_minmax's kind of
     // zero point (symmetric: 0 for int8, 128 for uint8; asymmetric: the lowest value at the
-    // type's minimum), scale d. nullopt otherwise. Such data (pixels k/255 or k/16) then quantizes without error, where
-    // a scale of (max - min) / 255 would round nearly every value.
+    // type's minimum), scale d. nullopt otherwise. Such data (pixels k/255 or k/16) then
+    // quantizes without error, where a scale of (max - min) / 255 would round nearly every value.
     std::optional<QuantParams> compute_lattice_params(DType target_dtype, bool symmetric) const;
 
     // Bin width and the |x| histogram (bin k counts |x| in [k*w, (k+1)*w)), used by the methods.
