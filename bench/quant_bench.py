@@ -318,8 +318,9 @@ def run_speed(rt, work: Path, models, batches, runs):
         cfg.granularity = QuantGranularity.PerChannel
         it = iter(calib)
         static = Quantizer(cfg).quantize_with_calibration(graph, lambda: {"input": next(it)}, len(calib))
-        notes.append(f"{name}: static INT8 quantizes {static.stats.weights_quantized} weights; "
-                     f"{static.stats.nodes_skipped} quantizable nodes stay float")
+        weighted = sum(1 for n in graph.nodes if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.inputs) > 1
+                       and graph.has_initializer(n.inputs[1]))
+        notes.append(f"{name}: {static.stats.weights_quantized} of its {weighted} Conv/Gemm/MatMul weights quantized")
         dyn_cfg = QuantConfig.dynamic_int8()
         dyn_cfg.granularity = QuantGranularity.PerChannel
         results = {
