@@ -235,3 +235,40 @@ def test_accurate_models_stay_fully_quantized(conv_gemm):
     result = Quantizer(config).quantize_with_calibration(graph, lambda: {"x": next(batches)}, len(calib), progress=False)
     assert result.stats.weights_quantized == 2
     assert _cosine(_run(result.quantized_graph, x), _torch_float(params, x)[1]) >= Quantizer.MIN_OUTPUT_COSINE
+
+
+# ------------------------------------------------------------- float -> int8 boundary
+
+
+@pytest.mark.parametrize("channels,size", [(64, 14), (20, 7), (48, 9)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_quantize_linear_after_a_float_conv_matches_numpy(channels, size, dtype):
+    """A float Conv's output (in whatever layout its kernel picks) quantized by QuantizeLinear:
+    exactly numpy's round-half-even quantization of the Conv's float output."""
+    rng = np.random.default_rng(channels)
+    w = (rng.standard_normal((channels, 32, 3, 3)) * 0.2).astype(np.float32)
+    scale, zero_point = np.float32(0.05), dtype(3)
+
+    def graph(quantized):
+        g = rt.Graph("conv_q")
+        g.add_input("x", [2, 32, size, size], rt.DType.Float32)
+        g.add_initializer("w", w)
+        g.add_node("conv", "Conv", ["x", "w"], ["c"], {"pads": [1, 1, 1, 1]})
+        if quantized:
+            g.add_output("q", [2, channels, size, size], rt.DType.UInt8 if dtype == np.uint8 else rt.DType.Int8)
+            g.add_initializer("s", np.array(scale))
+            g.add_initializer("z", np.array(zero_point))
+            g.add_node("quant", "QuantizeLinear", ["c", "s", "z"], ["q"])
+        else:
+            g.add_output("c", [2, channels, size, size], rt.DType.Float32)
+        return g
+
+    x = rng.standard_normal((2, 32, size, size)).astype(np.float32)
+    conv = _run(graph(False), x)
+    np.testing.assert_allclose(conv, torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy(),
+                               rtol=1e-4, atol=1e-4)
+    info = np.iinfo(dtype)
+    expected = np.clip(np.rint(conv / scale) + zero_point, info.min, info.max).astype(dtype)
+    got = _run(graph(True), x)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, expected)
