@@ -240,20 +240,24 @@ def test_accurate_models_stay_fully_quantized(conv_gemm):
 # ------------------------------------------------------------- float -> int8 boundary
 
 
-@pytest.mark.parametrize("channels,size", [(64, 14), (20, 7), (48, 9)])
+# (input channels, output channels, size, kernel): oneDNN picks channels-last for the 3x3
+# ones here and channel blocks (nChw8c/16c, padded for 20) for the 7x7 ones over 3 channels.
+@pytest.mark.parametrize("cin,channels,size,kernel", [(32, 64, 14, 3), (32, 20, 7, 3), (32, 48, 9, 3), (3, 64, 30, 7),
+                                                      (3, 20, 13, 7)])
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
-def test_quantize_linear_after_a_float_conv_matches_numpy(channels, size, dtype):
+def test_quantize_linear_after_a_float_conv_matches_numpy(cin, channels, size, kernel, dtype):
     """A float Conv's output (in whatever layout its kernel picks) quantized by QuantizeLinear:
     exactly numpy's round-half-even quantization of the Conv's float output."""
     rng = np.random.default_rng(channels)
-    w = (rng.standard_normal((channels, 32, 3, 3)) * 0.2).astype(np.float32)
+    w = (rng.standard_normal((channels, cin, kernel, kernel)) * 0.2).astype(np.float32)
+    pad = kernel // 2
     scale, zero_point = np.float32(0.05), dtype(3)
 
     def graph(quantized):
         g = rt.Graph("conv_q")
-        g.add_input("x", [2, 32, size, size], rt.DType.Float32)
+        g.add_input("x", [2, cin, size, size], rt.DType.Float32)
         g.add_initializer("w", w)
-        g.add_node("conv", "Conv", ["x", "w"], ["c"], {"pads": [1, 1, 1, 1]})
+        g.add_node("conv", "Conv", ["x", "w"], ["c"], {"pads": [pad] * 4})
         if quantized:
             g.add_output("q", [2, channels, size, size], rt.DType.UInt8 if dtype == np.uint8 else rt.DType.Int8)
             g.add_initializer("s", np.array(scale))
@@ -263,9 +267,9 @@ def test_quantize_linear_after_a_float_conv_matches_numpy(channels, size, dtype)
             g.add_output("c", [2, channels, size, size], rt.DType.Float32)
         return g
 
-    x = rng.standard_normal((2, 32, size, size)).astype(np.float32)
+    x = rng.standard_normal((2, cin, size, size)).astype(np.float32)
     conv = _run(graph(False), x)
-    np.testing.assert_allclose(conv, torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy(),
+    np.testing.assert_allclose(conv, torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=pad).numpy(),
                                rtol=1e-4, atol=1e-4)
     info = np.iinfo(dtype)
     expected = np.clip(np.rint(conv / scale) + zero_point, info.min, info.max).astype(dtype)
