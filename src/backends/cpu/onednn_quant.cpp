@@ -2,7 +2,8 @@
 // oneDNN's int8 convolution and matmul (u8/s8 activations, s8 weights, s32 accumulation, VNNI
 // where the CPU has it), the optimizer's fused forms (com.pyflame FusedQLinearConv,
 // DynamicQuantizeMatMul, QLinearAdd, QLinearConvAdd; see ops/fused_quant_ops.cpp), and vectorized per-tensor
-// QuantizeLinear, DequantizeLinear and DynamicQuantizeLinear.
+// QuantizeLinear (also straight from a float convolution's oneDNN layout), DequantizeLinear and
+// DynamicQuantizeLinear.
 //
 // Scales ride on the weights: the primitive's per-output-channel weight scale is
 // x_scale * w_scale[m] / y_scale (rounded in float32 at each step, as the reference does), so
