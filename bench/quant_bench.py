@@ -15,7 +15,7 @@ FP32 output.
 
     .venv/bin/python bench/quant_bench.py --build-dir build/h-quant            # accuracy (~1 min)
     .venv/bin/python bench/quant_bench.py --build-dir build/h-quant --speed    # + ResNet-50/BERT
-    options: --speed-models resnet50,bert_base --batches 1,8 --runs N --no-write
+    options: --speed-models resnet50,bert_base --batches 1,8 --runs N --no-write --skip-accuracy
 
 Writes the "Quantization" section of bench/RESULTS.md (between its markers; the rest of the
 file is kept) unless --no-write.
@@ -309,7 +309,7 @@ def run_speed(rt, work: Path, models, batches, runs):
     from pyflame_rt.quantization import QuantConfig, QuantGranularity, Quantizer
 
     cache = ROOT / "build" / "bench-models"
-    rows, sizes = [], []
+    rows, sizes, notes = [], [], []
     for name in models:
         path = bench_models.export(name, cache)
         graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
@@ -318,6 +318,9 @@ def run_speed(rt, work: Path, models, batches, runs):
         cfg.granularity = QuantGranularity.PerChannel
         it = iter(calib)
         static = Quantizer(cfg).quantize_with_calibration(graph, lambda: {"input": next(it)}, len(calib))
+        weighted = sum(1 for n in graph.nodes if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.inputs) > 1
+                       and graph.has_initializer(n.inputs[1]))
+        notes.append(f"{name}: {static.stats.weights_quantized} of its {weighted} Conv/Gemm/MatMul weights quantized")
         dyn_cfg = QuantConfig.dynamic_int8()
         dyn_cfg.granularity = QuantGranularity.PerChannel
         results = {
@@ -367,7 +370,7 @@ def run_speed(rt, work: Path, models, batches, runs):
             for label, t in times.items():
                 cos = cosine(outputs[label], ref) if ref is not None and label in outputs else None
                 rows.append((name, batch, label, t, cos))
-    return rows, sizes
+    return rows, sizes, notes
 
 
 def size_markdown(sizes):
@@ -413,6 +416,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build-dir", help="use BUILD_DIR/python's pyflame_rt (default: the installed package)")
     ap.add_argument("--speed", action="store_true", help="also time ResNet-50 and the BERT-like encoder")
+    ap.add_argument("--skip-accuracy", action="store_true", help="only the --speed part (no digits models)")
     ap.add_argument("--speed-models", default="resnet50,bert_base")
     ap.add_argument("--batches", default="1,8")
     ap.add_argument("--runs", type=int, default=5, help="timed rounds per model and batch (at least 2 s of rounds)")
@@ -430,7 +434,7 @@ def main():
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="quant_bench_") as tmp:
         work = Path(tmp)
-        rows = run_accuracy(rt, work)
+        rows = [] if args.skip_accuracy else run_accuracy(rt, work)
         text = [f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC.\n",
                 "```\n" + " ".join([".venv/bin/python", "bench/quant_bench.py"] + sys.argv[1:]) + "\n```\n",
                 f"- Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
@@ -442,15 +446,21 @@ def main():
                 "(our default; ORT `ActivationSymmetric=True`), per-tensor or per-channel as named; percentile "
                 "99.99 for both (ORT `CalibPercentile=99.99`); ORT's Entropy keeps its defaults (128 histogram "
                 "bins, which with 128 quantized bins makes it MinMax). Dynamic INT8: ORT `quantize_dynamic` QInt8.",
+                "- Our static INT8 also corrects each Conv/Gemm bias for its weights' rounding ((W_q - W) times the "
+                "calibration mean of its input) and gives data on a grid of at most 256 steps (the digits' k/16 "
+                "pixels) its own step as scale, so it quantizes exactly.",
                 "- Compression: ours = FP32 initializer bytes / quantized initializer bytes (the .pfm file size "
                 "follows it); ORT = ONNX file size ratio.\n",
                 "### Accuracy\n", accuracy_markdown(rows)]
         if args.speed:
-            speed_rows, sizes = run_speed(rt, work, args.speed_models.split(","),
-                                          [int(b) for b in args.batches.split(",")], args.runs)
+            speed_rows, sizes, notes = run_speed(rt, work, args.speed_models.split(","),
+                                                 [int(b) for b in args.batches.split(",")], args.runs)
             text += ["### Speed (median and best of interleaved rounds, ms; seeded random input; static INT8 = MinMax "
                      "per-channel QDQ; speed-ups from the best round)\n",
                      speed_markdown(speed_rows), "",
+                     "Static INT8 keeps in float the shortest prefix of the graph that brings its outputs on the "
+                     "calibration batches to cosine 0.99 with FP32 (Quantizer.MIN_OUTPUT_COSINE): "
+                     + "; ".join(notes) + ".", "",
                      "### Size of the speed models' weights\n", size_markdown(sizes), ""]
         text.append(f"\n_Total time {time.time() - started:.0f} s; 1-min load average {load_start:.1f} at the start, "
                     f"{os.getloadavg()[0]:.1f} at the end on {os.cpu_count()} CPUs shared with other work, so the "

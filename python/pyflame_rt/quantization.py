@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Callable, Dict
 
+import numpy as np
+
 from ._pyflame_rt import quantization as _native
 
 QuantMode = _native.QuantMode
@@ -70,7 +72,12 @@ class Quantizer(_native.Quantizer):
     def quantize_with_calibration(
         self, graph, data_provider: DataProvider, num_batches: int, progress: bool = True
     ) -> QuantizationResult:
-        """Calibrates on ``num_batches`` batches from ``data_provider()``, then quantizes."""
+        """Calibrates on ``num_batches`` batches from ``data_provider()``, then quantizes.
+
+        Conv/Gemm biases absorb the mean shift of their rounded weights (bias correction), and
+        when the quantized outputs on the first calibration batches fall below cosine
+        similarity ``Quantizer.MIN_OUTPUT_COSINE`` to the float outputs, the shortest prefix of
+        the graph that reaches it stays in float (see ``QuantizationStats.nodes_skipped``)."""
         from . import ValidationError
 
         if num_batches <= 0:
@@ -79,9 +86,17 @@ class Quantizer(_native.Quantizer):
             raise ValidationError(
                 "Quantizer.quantize_with_calibration needs a QuantConfig with mode StaticInt8, got "
                 + quant_mode_name(self.config.mode))
+        if not callable(data_provider):
+            raise TypeError("data_provider must be a callable returning a dict of input arrays")
         calibrator = Calibrator(graph, self.config)
-        calibrator.calibrate(data_provider, num_batches, progress)
-        return self.quantize(graph, calibrator.compute_quant_params())
+        # The first batches also check the quantized model's accuracy (see _quantize_calibrated).
+        samples = []
+        for _ in _batches(num_batches, progress, "calibrating"):
+            feed = data_provider()
+            calibrator.observe(feed)
+            if len(samples) < _native.Quantizer.ACCURACY_SAMPLE_BATCHES:  # copied: providers may reuse buffers
+                samples.append({k: np.array(v) if isinstance(v, np.ndarray) else v for k, v in feed.items()})
+        return self._quantize_calibrated(graph, calibrator.compute_quant_params(), samples)
 
 
 __all__ = [

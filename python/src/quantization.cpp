@@ -195,6 +195,8 @@ void init_quantization(py::module_& parent) {
     py::class_<Quantizer>(m, "Quantizer", "Rewrites graphs into quantized form (the input graph is never changed).")
         .def(py::init<const QuantConfig&>(), py::arg("config"), "ValidationError for an invalid config.")
         .def_property_readonly("config", &Quantizer::config)
+        .def_readonly_static("ACCURACY_SAMPLE_BATCHES", &Quantizer::kAccuracySampleBatches)
+        .def_readonly_static("MIN_OUTPUT_COSINE", &Quantizer::kMinOutputCosine)
         .def(
             "convert_to_fp16", [](Quantizer& q, const Graph& g) { return to_py_result(q.convert_to_fp16(g)); }, py::arg("graph"),
             py::call_guard<py::gil_scoped_release>())
@@ -206,7 +208,19 @@ void init_quantization(py::module_& parent) {
             py::call_guard<py::gil_scoped_release>())
         .def(
             "quantize", [](Quantizer& q, const Graph& g, const GraphQuantInfo& info) { return to_py_result(q.quantize(g, info)); },
-            py::arg("graph"), py::arg("quant_info"), py::call_guard<py::gil_scoped_release>());
+            py::arg("graph"), py::arg("quant_info"), py::call_guard<py::gil_scoped_release>())
+        .def(
+            "_quantize_calibrated",
+            [](Quantizer& q, const Graph& g, const GraphQuantInfo& info, py::iterable samples) {
+                std::vector<py::object> keep_alive;
+                std::vector<Quantizer::Feed> feeds;
+                for (py::handle feed : samples) feeds.push_back(feed_from_py(feed, keep_alive));
+                py::gil_scoped_release release;
+                return to_py_result(q.quantize_calibrated(g, info, feeds));
+            },
+            py::arg("graph"), py::arg("quant_info"), py::arg("samples"),
+            "quantize(), keeping the shortest float prefix that brings the outputs on `samples` (input "
+            "feeds) to cosine similarity 0.99 with the float graph's (used by quantize_with_calibration).");
 
     py::class_<CalibrationStats>(m, "CalibrationStats", "Range and histogram of one tensor's calibration values.")
         .def(py::init<>())
@@ -234,6 +248,8 @@ void init_quantization(py::module_& parent) {
              py::arg("symmetric") = true)
         .def("compute_percentile_params", &CalibrationStats::compute_percentile_params, py::arg("target_dtype") = DType::Int8,
              py::arg("symmetric") = true, py::arg("percentile") = 99.99f)
+        .def("compute_lattice_params", &CalibrationStats::compute_lattice_params, py::arg("target_dtype") = DType::Int8,
+             py::arg("symmetric") = true, "Exact parameters for values on a grid of at most 256 steps, else None.")
         .def("__repr__", [](const CalibrationStats& s) {
             return "CalibrationStats(min_val=" + py_repr(py::float_(s.min_val)) + ", max_val=" + py_repr(py::float_(s.max_val)) +
                    ", num_samples=" + std::to_string(s.num_samples) + ")";

@@ -40,6 +40,19 @@ void CalibrationStats::update(const float* values, size_t count) {
         ++finite;
     }
     if (finite == 0) return;
+    for (size_t i = 0; i < count && !many_values; ++i) {
+        const float v = values[i];
+        if (std::isnan(v)) continue;
+        auto it = std::lower_bound(distinct_values.begin(), distinct_values.end(), v);
+        if (it != distinct_values.end() && *it == v) continue;
+        if (distinct_values.size() == kMaxDistinctValues) {
+            many_values = true;
+            distinct_values.clear();
+            distinct_values.shrink_to_fit();
+        } else {
+            distinct_values.insert(it, v);
+        }
+    }
     min_val = std::min(min_val, lo);
     max_val = std::max(max_val, hi);
     num_samples += finite;
@@ -119,6 +132,54 @@ QuantParams from_threshold(const CalibrationStats& s, double threshold, DType dt
 QuantParams CalibrationStats::compute_minmax_params(DType target_dtype, bool symmetric) const {
     require_observed(*this);
     return QuantParams::compute_from_minmax(min_val, max_val, target_dtype, symmetric);
+}
+
+std::optional<QuantParams> CalibrationStats::compute_lattice_params(DType target_dtype, bool symmetric) const {
+    require_observed(*this);
+    if (many_values || distinct_values.empty() || std::isinf(distinct_values.front()) || std::isinf(distinct_values.back()))
+        return std::nullopt;
+    // Values that repeat: a few samples of continuous data would fit some fine grid by chance.
+    if (num_samples < kMinSamplesPerValue * distinct_values.size()) return std::nullopt;
+    // The step: the smallest gap between neighbours (or to 0), or an integer fraction of it
+    // (values 2/16 and 5/16 lie on steps of 1/16).
+    double smallest_gap = 0;
+    std::vector<double> points(distinct_values.begin(), distinct_values.end());
+    points.push_back(0.0);
+    std::sort(points.begin(), points.end());
+    for (size_t i = 1; i < points.size(); ++i) {
+        const double gap = points[i] - points[i - 1];
+        if (gap > 0 && (smallest_gap == 0 || gap < smallest_gap)) smallest_gap = gap;
+    }
+    if (smallest_gap == 0) return std::nullopt;  // all zeros: compute_from_minmax handles it exactly
+    const auto [qmin_full, qmax] = quant_range(target_dtype);
+    for (int divisor = 1; divisor <= 16; ++divisor) {
+        const double step = smallest_gap / divisor;
+        int64_t kmin = 0, kmax = 0;
+        bool on_lattice = true;
+        for (float v : distinct_values) {
+            const double k = std::nearbyint(v / step);
+            if (std::fabs(v - k * step) > 1e-5 * step * std::max(1.0, std::fabs(k))) {
+                on_lattice = false;
+                break;
+            }
+            kmin = std::min<int64_t>(kmin, static_cast<int64_t>(k));
+            kmax = std::max<int64_t>(kmax, static_cast<int64_t>(k));
+        }
+        if (!on_lattice) continue;
+        int64_t zero_point;
+        if (symmetric) {  // as compute_from_minmax: int8 zero point 0 over [-127, 127], uint8 zero point 128
+            zero_point = target_dtype == DType::UInt8 ? 128 : 0;
+            const int64_t qmin = target_dtype == DType::Int8 ? -127 : qmin_full;
+            if (kmin + zero_point < qmin || kmax + zero_point > qmax) return std::nullopt;
+        } else {
+            if (kmax - kmin > qmax - qmin_full) return std::nullopt;
+            zero_point = std::clamp<int64_t>(qmin_full - kmin, qmin_full, qmax);
+            if (kmin + zero_point < qmin_full || kmax + zero_point > qmax) return std::nullopt;
+        }
+        if (!(static_cast<float>(step) > 0.0f)) return std::nullopt;
+        return QuantParams::per_tensor(static_cast<float>(step), static_cast<int32_t>(zero_point), target_dtype);
+    }
+    return std::nullopt;
 }
 
 QuantParams CalibrationStats::compute_percentile_params(DType target_dtype, bool symmetric, float percentile) const {
@@ -224,7 +285,44 @@ struct Calibrator::Impl {
     std::vector<std::string> output_tracked;  // intermediates fetched as outputs
     std::unique_ptr<InferenceSession> session;
     std::unordered_map<std::string, CalibrationStats> stats;
+    // Per-channel (axis 1) sums and the values per channel seen, of the inputs of the nodes
+    // whose bias the quantizer corrects (GraphQuantInfo::channel_means).
+    struct ChannelSums {
+        std::vector<double> sums;
+        size_t per_channel = 0;
+        bool usable = true;  // false once a batch had another channel count or a non-float32 dtype
+    };
+    std::unordered_map<std::string, ChannelSums> channel_sums;
     size_t batches = 0;
+
+    void add_channel_sums(const std::string& name, const Tensor& t) {
+        auto it = channel_sums.find(name);
+        if (it == channel_sums.end() || !it->second.usable) return;
+        auto& cs = it->second;
+        if (t.dtype() != DType::Float32 || t.ndim() < 2 || t.num_elements() == 0) {
+            cs.usable = false;
+            return;
+        }
+        const int64_t channels = t.shape()[1];
+        int64_t inner = 1;
+        for (size_t d = 2; d < t.ndim(); ++d) inner *= t.shape()[d];
+        if (cs.sums.empty()) cs.sums.assign(channels, 0.0);
+        if (static_cast<int64_t>(cs.sums.size()) != channels) {
+            cs.usable = false;
+            return;
+        }
+        const Tensor dense = t.plain();
+        const float* v = dense.data_ptr<float>();
+        const int64_t outer = t.shape()[0];
+        for (int64_t o = 0; o < outer; ++o)
+            for (int64_t c = 0; c < channels; ++c) {
+                const float* p = v + (o * channels + c) * inner;
+                double sum = 0;
+                for (int64_t k = 0; k < inner; ++k) sum += p[k];
+                cs.sums[c] += sum;
+            }
+        cs.per_channel += static_cast<size_t>(outer * inner);
+    }
 };
 
 Calibrator::Calibrator(const Graph& graph, const QuantConfig& config) : impl_(std::make_unique<Impl>()) {
@@ -253,6 +351,10 @@ Calibrator::Calibrator(const Graph& graph, const QuantConfig& config) : impl_(st
         }
     }
     g->set_outputs(new_outputs);
+    for (size_t i : plan.weighted_nodes) {
+        const Node& n = *g->nodes()[i];
+        if ((n.op_type() == "Conv" || n.op_type() == "Gemm") && n.has_input(2)) impl_->channel_sums[n.inputs()[0]];
+    }
     impl_->graph = g;
 }
 
@@ -273,9 +375,14 @@ void Calibrator::observe(const std::unordered_map<std::string, Tensor>& input_fe
     // Only after the run succeeded: a bad feed leaves the statistics as they were.
     for (const auto& name : s.input_tracked) {
         auto it = input_feed.find(name);
-        if (it != input_feed.end()) s.stats[name].update(it->second);
+        if (it == input_feed.end()) continue;
+        s.stats[name].update(it->second);
+        s.add_channel_sums(name, it->second);
     }
-    for (size_t i = 0; i < values.size(); ++i) s.stats[s.output_tracked[i]].update(values[i]);
+    for (size_t i = 0; i < values.size(); ++i) {
+        s.stats[s.output_tracked[i]].update(values[i]);
+        s.add_channel_sums(s.output_tracked[i], values[i]);
+    }
     ++s.batches;
 }
 
@@ -297,11 +404,22 @@ GraphQuantInfo Calibrator::compute_quant_params() const {
         const bool non_negative = s.config.symmetric && s.config.activation_dtype == DType::Int8 && st.min_val >= 0.0f;
         const DType dtype = non_negative ? DType::UInt8 : s.config.activation_dtype;
         const bool symmetric = s.config.symmetric && !non_negative;
+        // Data on a coarse grid (pixels) quantizes exactly with its own step, whatever the method.
+        if (auto exact = st.compute_lattice_params(dtype, symmetric)) {
+            info.set_params(name, *exact);
+            continue;
+        }
         switch (s.config.calibration_method) {
             case CalibrationMethod::MinMax: info.set_params(name, st.compute_minmax_params(dtype, symmetric)); break;
             case CalibrationMethod::Entropy: info.set_params(name, st.compute_entropy_params(dtype, symmetric)); break;
             case CalibrationMethod::Percentile: info.set_params(name, st.compute_percentile_params(dtype, symmetric)); break;
         }
+    }
+    for (const auto& [name, cs] : s.channel_sums) {
+        if (!cs.usable || cs.per_channel == 0) continue;
+        std::vector<float> means(cs.sums.size());
+        for (size_t c = 0; c < means.size(); ++c) means[c] = static_cast<float>(cs.sums[c] / static_cast<double>(cs.per_channel));
+        info.channel_means[name] = std::move(means);
     }
     return info;
 }

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <unordered_set>
 
 #include "pyflame_rt/errors.hpp"
@@ -153,6 +154,74 @@ Tensor quantize_tensor(const Tensor& w, const QuantParams& p) {
             default: break;
         }
     }
+    return out;
+}
+
+// The float values a quantized tensor stands for: (q - zero_point) * scale, per channel as
+// quantize_tensor.
+std::vector<float> dequantize_tensor(const Tensor& q, const QuantParams& p) {
+    int64_t inner = q.num_elements(), dim = 1;
+    if (p.is_per_channel()) {
+        dim = q.shape()[p.channel_axis];
+        inner = 1;
+        for (size_t d = p.channel_axis + 1; d < q.ndim(); ++d) inner *= q.shape()[d];
+    }
+    std::vector<float> out(static_cast<size_t>(q.num_elements()));
+    for (int64_t i = 0; i < q.num_elements(); ++i) {
+        const int64_t c = p.is_per_channel() ? (i / inner) % dim : 0;
+        int64_t v = 0;
+        switch (p.quantized_dtype) {
+            case DType::Int8: v = q.data_ptr<int8_t>()[i]; break;
+            case DType::UInt8: v = q.data_ptr<uint8_t>()[i]; break;
+            case DType::Int32: v = q.data_ptr<int32_t>()[i]; break;
+            default: throw ValidationError("dequantize: dtype " + dtype_to_string(p.quantized_dtype));
+        }
+        out[i] = static_cast<float>(static_cast<double>(v - p.zero_points[c]) * p.scales[c]);
+    }
+    return out;
+}
+
+// Bias correction (Nagel et al., "Data-Free Quantization Through Weight Equalization and Bias
+// Correction", 2019): rounding the weights shifts each output channel's mean by
+// (W_q - W) . E[x]; with E[x] the calibration's per-input-channel mean (`channel_means`, of a
+// Conv's input channel or a Gemm's input feature) the bias absorbs that shift. A Conv's zero
+// padding is ignored (the border taps see the mean too). nullopt when the means do not fit.
+std::optional<Tensor> corrected_bias(const Node& n, const Tensor& w, const std::vector<float>& dequantized_w, const Tensor& bias,
+                                     const std::vector<float>& channel_means) {
+    const float* wf = w.data_ptr<float>();
+    const int64_t out_channels = n.op_type() == "Conv" ? w.shape()[0]
+                                 : n.get_attribute<int64_t>("transB", 0) != 0 ? w.shape()[0]
+                                                                               : w.shape()[1];
+    if (bias.num_elements() != out_channels || bias.dtype() != DType::Float32) return std::nullopt;
+    std::vector<double> shift(out_channels, 0.0);
+    if (n.op_type() == "Conv") {
+        const int64_t group = n.get_attribute<int64_t>("group", 1);
+        const int64_t in_per_group = w.shape()[1];
+        if (group <= 0 || out_channels % group != 0 || static_cast<int64_t>(channel_means.size()) != in_per_group * group)
+            return std::nullopt;
+        int64_t taps = 1;
+        for (size_t d = 2; d < w.ndim(); ++d) taps *= w.shape()[d];
+        const int64_t out_per_group = out_channels / group;
+        for (int64_t co = 0; co < out_channels; ++co)
+            for (int64_t ci = 0; ci < in_per_group; ++ci) {
+                const double mean = channel_means[(co / out_per_group) * in_per_group + ci];
+                const int64_t base = (co * in_per_group + ci) * taps;
+                double err = 0;
+                for (int64_t k = 0; k < taps; ++k) err += static_cast<double>(dequantized_w[base + k]) - wf[base + k];
+                shift[co] += err * mean;
+            }
+    } else {  // Gemm: y = x W (+ b), W is [K, N], or [N, K] with transB
+        const bool trans_b = n.get_attribute<int64_t>("transB", 0) != 0;
+        const int64_t k_dim = trans_b ? w.shape()[1] : w.shape()[0];
+        if (static_cast<int64_t>(channel_means.size()) != k_dim) return std::nullopt;
+        for (int64_t k = 0; k < k_dim; ++k)
+            for (int64_t c = 0; c < out_channels; ++c) {
+                const int64_t i = trans_b ? c * k_dim + k : k * out_channels + c;
+                shift[c] += (static_cast<double>(dequantized_w[i]) - wf[i]) * channel_means[k];
+            }
+    }
+    Tensor out = bias.clone();
+    for (int64_t c = 0; c < out_channels; ++c) out.data_ptr<float>()[c] = static_cast<float>(out.data_ptr<float>()[c] - shift[c]);
     return out;
 }
 
@@ -762,9 +831,10 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
             }
             result.quant_info.set_params(wname, wp);
             auto wit = weight_dq.find(wname);
+            const Tensor w_quantized = quantize_tensor(w, wp);
             if (wit == weight_dq.end()) {
                 ++result.stats.weights_quantized;
-                const std::string wq = rw.add_initializer(wname + "_quantized", quantize_tensor(w, wp));
+                const std::string wq = rw.add_initializer(wname + "_quantized", w_quantized);
                 const std::string ws = rw.add_initializer(
                     wname + "_scale", wp.is_per_channel() ? vector_tensor_f32(wp.scales, {static_cast<int64_t>(wp.scales.size())})
                                                           : scalar_tensor_f32(wp.scales[0]));
@@ -780,7 +850,12 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
             // Bias: int32 with scale x_scale * w_scale (per output channel), zero point 0.
             if (n.has_input(2)) {
                 const std::string bname = detail::resolve_constant(aliases, n.inputs()[2]);
-                const Tensor& b = g.get_initializer(bname);
+                Tensor b = g.get_initializer(bname);
+                std::optional<Tensor> corrected;
+                auto means = quant_info.channel_means.find(n.inputs()[0]);
+                if (means != quant_info.channel_means.end() && (op == "Conv" || op == "Gemm"))
+                    corrected = corrected_bias(n, w, dequantize_tensor(w_quantized, wp), b, means->second);
+                if (corrected) b = *corrected;
                 const float x_scale = act.at(n.inputs()[0]).scales[0];
                 const int64_t nb = b.num_elements();
                 std::vector<float> bscales(wp.is_per_channel() ? nb : 1);
@@ -800,6 +875,8 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
                     if (bp.is_per_channel()) dq->set_attribute("axis", int64_t{0});
                     out_nodes.push_back(dq);
                     copy->set_input(2, out);
+                } else if (corrected) {
+                    copy->set_input(2, rw.add_initializer(bname + "_corrected", b));
                 }
             }
         } else if (std::find(plan.activation_nodes.begin(), plan.activation_nodes.end(), i) != plan.activation_nodes.end()) {
@@ -819,14 +896,154 @@ QuantizationResult Quantizer::quantize(const Graph& graph, const GraphQuantInfo&
     return result;
 }
 
+namespace {
+
+// Cosine similarity of the quantized graph's float outputs to the float graph's on `samples`:
+// the lowest over the outputs (each output's values of every sample taken as one vector).
+double output_cosine(const std::vector<std::vector<Tensor>>& reference, InferenceSession& session,
+                     const std::vector<Quantizer::Feed>& samples) {
+    const size_t outputs = reference.empty() ? 0 : reference.front().size();
+    std::vector<double> dot(outputs, 0.0), ref_sq(outputs, 0.0), out_sq(outputs, 0.0);
+    std::vector<bool> is_float(outputs, false);
+    for (size_t b = 0; b < samples.size(); ++b) {
+        const std::vector<Tensor> got = session.run({}, samples[b]);
+        for (size_t o = 0; o < outputs && o < got.size(); ++o) {
+            const Tensor r = reference[b][o].plain(), q = got[o].plain();
+            if (r.dtype() != DType::Float32 || q.dtype() != DType::Float32 || r.num_elements() != q.num_elements()) continue;
+            is_float[o] = true;
+            const float* rp = r.data_ptr<float>();
+            const float* qp = q.data_ptr<float>();
+            for (int64_t i = 0; i < r.num_elements(); ++i) {
+                dot[o] += static_cast<double>(rp[i]) * qp[i];
+                ref_sq[o] += static_cast<double>(rp[i]) * rp[i];
+                out_sq[o] += static_cast<double>(qp[i]) * qp[i];
+            }
+        }
+    }
+    double lowest = 1.0;
+    for (size_t o = 0; o < outputs; ++o) {
+        if (!is_float[o]) continue;
+        const double cosine = ref_sq[o] == 0 && out_sq[o] == 0 ? 1.0 : dot[o] / std::sqrt(ref_sq[o] * out_sq[o]);
+        lowest = std::isfinite(cosine) ? std::min(lowest, cosine) : -1.0;
+    }
+    return lowest;
+}
+
+}  // namespace
+
+QuantizationResult Quantizer::quantize_calibrated(const Graph& graph, const GraphQuantInfo& quant_info,
+                                                  const std::vector<Feed>& samples) {
+    require_mode(config_, QuantMode::StaticInt8, "quantize_calibrated");
+    QuantizationResult full = quantize(graph, quant_info);
+    if (samples.empty()) return full;
+
+    // Float prefixes: every node before the k-th Conv/MatMul/Gemm (in the order the quantizer
+    // visits them) stays float, so a prefix ends right before a quantized weighted node and the
+    // Relu/pooling after its last float node stay float too (quantizing a Conv's output before
+    // its Relu would waste the sign bit). Excluded by node name, so only prefixes of uniquely
+    // named nodes, none named like an op type, are candidates.
+    auto sorted = std::make_unique<Graph>(graph);
+    sorted->set_nodes(graph.topological_sort());
+    const auto plan = detail::plan_static(*sorted, config_, value_dtypes(*sorted));
+    const auto& nodes = sorted->nodes();
+    std::unordered_map<std::string, int> name_count;
+    std::unordered_set<std::string> op_types;
+    for (const auto& n : nodes) {
+        ++name_count[n->name()];
+        op_types.insert(n->op_type());
+    }
+    const size_t max_float = std::max<size_t>(1, plan.weighted_nodes.size() / 8);
+    std::vector<std::vector<std::string>> prefixes = {{}};  // prefixes[k]: the names kept float
+    for (size_t k = 1; k <= max_float && k < plan.weighted_nodes.size(); ++k) {
+        std::vector<std::string> names;
+        bool nameable = true;
+        for (size_t i = 0; i < plan.weighted_nodes[k]; ++i) {
+            const std::string& name = nodes[i]->name();
+            nameable &= !name.empty() && name_count[name] == 1 && !op_types.count(name);
+            names.push_back(name);
+        }
+        if (!nameable) break;
+        prefixes.push_back(std::move(names));
+    }
+    if (prefixes.size() == 1) return full;
+
+    SessionOptions options;
+    options.log_level = "error";
+    std::vector<std::vector<Tensor>> reference;
+    try {
+        InferenceSession float_session(std::make_shared<Graph>(graph), options);
+        for (const auto& feed : samples) reference.push_back(float_session.run({}, feed));
+    } catch (const PyFlameRTError&) {
+        return full;  // samples this graph cannot run: nothing to check against
+    }
+
+    std::map<size_t, std::pair<double, QuantizationResult>> tried;
+    auto evaluate = [&](size_t k) -> double {
+        auto it = tried.find(k);
+        if (it != tried.end()) return it->second.first;
+        QuantizationResult result;
+        if (k == 0) {
+            result = std::move(full);
+        } else {
+            QuantConfig config = config_;
+            config.exclude_ops.insert(config.exclude_ops.end(), prefixes[k].begin(), prefixes[k].end());
+            result = Quantizer(config).quantize(graph, quant_info);
+        }
+        double cosine;
+        try {
+            InferenceSession session(std::make_shared<Graph>(*result.quantized_graph), options);
+            cosine = output_cosine(reference, session, samples);
+        } catch (const PyFlameRTError&) {
+            if (k == 0) throw;
+            return -2.0;  // below any cosine: never chosen
+        }
+        tried.emplace(k, std::make_pair(cosine, std::move(result)));
+        return cosine;
+    };
+    // A graph this build cannot run (a kernel missing) is left as quantize() made it: the check
+    // needs a run, the quantized graph itself may still be meant for another runtime.
+    double full_cosine;
+    try {
+        full_cosine = evaluate(0);
+    } catch (const PyFlameRTError&) {
+        return quantize(graph, quant_info);  // (evaluate took `full`)
+    }
+    // The smallest k reaching the target (error amplified through the layers after it makes
+    // the first layers the most sensitive, so the cosine grows with k), else the best tried.
+    size_t chosen = 0;
+    if (full_cosine < kMinOutputCosine) {
+        size_t lo = 0, hi = prefixes.size();  // cosine(lo) < target <= cosine(hi); hi = size: none reached it yet
+        while (hi - lo > 1) {
+            const size_t mid = (lo + hi) / 2;
+            (evaluate(mid) >= kMinOutputCosine ? hi : lo) = mid;
+        }
+        if (hi < prefixes.size()) {
+            chosen = hi;
+        } else {
+            for (const auto& [k, tried_k] : tried)
+                if (tried_k.first > tried.at(chosen).first) chosen = k;
+        }
+    }
+    return std::move(tried.at(chosen).second);
+}
+
 QuantizationResult Quantizer::quantize_with_calibration(const Graph& graph, CalibrationDataProvider data_provider,
                                                         size_t num_batches) {
     require_mode(config_, QuantMode::StaticInt8, "quantize_with_calibration");
     if (num_batches == 0) throw ValidationError("StaticInt8 needs calibration data: num_batches is 0");
     if (!data_provider) throw ValidationError("quantize_with_calibration: no data provider");
     Calibrator calibrator(graph, config_);
-    calibrator.calibrate(std::move(data_provider), num_batches);
-    return quantize(graph, calibrator.compute_quant_params());
+    std::vector<Feed> samples;
+    for (size_t b = 0; b < num_batches; ++b) {
+        Feed feed = data_provider();
+        calibrator.observe(feed);
+        if (samples.size() < kAccuracySampleBatches) {  // copies: a provider may reuse its buffers
+            Feed copy;
+            for (const auto& [name, t] : feed) copy.emplace(name, t.clone());
+            samples.push_back(std::move(copy));
+        }
+    }
+    return quantize_calibrated(graph, calibrator.compute_quant_params(), samples);
 }
 
 }  // namespace pyflame_rt::quantization

@@ -314,5 +314,89 @@ TEST(QuantizationGraph, StaticInt8NeedsCalibrationParameters) {
     EXPECT_EQ(g->get_initializer("W").dtype(), DType::Float32);
 }
 
+TEST(QuantizationCalibration, LatticeParamsRepresentGridDataExactly) {
+    CalibrationStats grid;
+    for (int repeat = 0; repeat < 4; ++repeat)
+        for (int k = -16; k <= 16; ++k) grid.update(k / 16.0f);
+    auto p = grid.compute_lattice_params(DType::Int8, true);
+    ASSERT_TRUE(p.has_value());
+    EXPECT_FLOAT_EQ(p->scales[0], 1.0f / 16);
+    EXPECT_EQ(p->zero_points[0], 0);
+    // Asymmetric int8 over [-1, 1]: 32 steps from zero point -112 (k = -16 -> -128).
+    p = grid.compute_lattice_params(DType::Int8, false);
+    ASSERT_TRUE(p.has_value());
+    EXPECT_EQ(p->zero_points[0], -112);
+    // Off the grid, or more distinct values than one byte holds: none.
+    CalibrationStats off = grid;
+    for (int repeat = 0; repeat < 4; ++repeat) off.update(0.123456f);
+    EXPECT_FALSE(off.compute_lattice_params(DType::Int8, true).has_value());
+    CalibrationStats many;
+    for (int k = 0; k < 300; ++k) many.update(static_cast<float>(k));
+    EXPECT_TRUE(many.many_values);
+    EXPECT_FALSE(many.compute_lattice_params(DType::UInt8, false).has_value());
+    // A few values seen once each (continuous data, briefly sampled) lie on some fine grid by
+    // chance (0.3 and 0.7 on steps of 0.1): not taken as grid data.
+    CalibrationStats few;
+    few.update(0.3f);
+    few.update(0.7f);
+    EXPECT_FALSE(few.compute_lattice_params(DType::UInt8, false).has_value());
+    for (int repeat = 0; repeat < 4; ++repeat) few.update(0.3f), few.update(0.7f);
+    ASSERT_TRUE(few.compute_lattice_params(DType::UInt8, false).has_value());
+    EXPECT_NEAR(few.compute_lattice_params(DType::UInt8, false)->scales[0], 0.1f, 1e-6f);
+}
+
+// x [16, 8] -> Gemm(w0) -> Relu -> Gemm(w1) -> y, with an outlier on input feature 0 (which w0
+// ignores) in the calibration data: int8 on x loses every other feature, so the accuracy check
+// keeps the first Gemm in float.
+TEST(QuantizationGraph, QuantizeWithCalibrationKeepsASensitiveFirstLayerInFloat) {
+    auto g = std::make_shared<Graph>("outlier");
+    g->add_input(TensorInfo{"x", DType::Float32, {16, 8}});
+    g->add_output(TensorInfo{"y", DType::Float32, {16, 8}});
+    std::vector<float> w0 = testing::random_values(64, 1), w1 = testing::random_values(64, 2);
+    for (int c = 0; c < 8; ++c) w0[c] = 0.0f;  // row 0 ([K, N] layout): feature 0 unused
+    g->add_initializer("w0", testing::make_tensor({8, 8}, w0));
+    g->add_initializer("w1", testing::make_tensor({8, 8}, w1));
+    g->add_initializer("b0", testing::make_tensor({8}, std::vector<float>(8, 0.1f)));
+    g->add_initializer("b1", testing::make_tensor({8}, std::vector<float>(8, 0.1f)));
+    g->add_node(testing::make_node("Gemm", "fc0", {"x", "w0", "b0"}, {"h"}));
+    g->add_node(testing::make_node("Relu", "relu0", {"h"}, {"r"}));
+    g->add_node(testing::make_node("Gemm", "fc1", {"r", "w1", "b1"}, {"y"}));
+    g->opset_imports()[""] = 17;
+
+    int batch = 0;
+    auto provider = [&] {
+        std::vector<float> x = testing::random_values(128, 10 + batch);
+        if (batch++ == 1) x[3 * 8] = 1000.0f;
+        return Quantizer::Feed{{"x", testing::make_tensor({16, 8}, x)}};
+    };
+    const auto result = Quantizer(QuantConfig::static_int8(3)).quantize_with_calibration(*g, provider, 3);
+    EXPECT_EQ(result.stats.weights_quantized, 1u);
+    const Node* fc0 = nullptr;
+    for (const auto& n : result.quantized_graph->nodes())
+        if (n->name() == "fc0") fc0 = n.get();
+    ASSERT_NE(fc0, nullptr);
+    EXPECT_EQ(fc0->inputs()[0], "x");
+    EXPECT_EQ(fc0->inputs()[1], "w0");
+
+    // Close to float math on fresh data.
+    const std::vector<float> x = testing::random_values(128, 99);
+    InferenceSession session(std::make_shared<Graph>(*result.quantized_graph));
+    const auto y = testing::to_vector(session.run({}, {{"x", testing::make_tensor({16, 8}, x)}})[0]);
+    double dot = 0, yy = 0, rr = 0;
+    for (int r = 0; r < 16; ++r)
+        for (int c = 0; c < 8; ++c) {
+            double out = 0.1;
+            for (int m = 0; m < 8; ++m) {
+                double h = 0.1;
+                for (int k = 0; k < 8; ++k) h += static_cast<double>(x[r * 8 + k]) * w0[k * 8 + m];
+                out += std::max(h, 0.0) * w1[m * 8 + c];
+            }
+            dot += out * y[r * 8 + c];
+            rr += out * out;
+            yy += static_cast<double>(y[r * 8 + c]) * y[r * 8 + c];
+        }
+    EXPECT_GE(dot / std::sqrt(rr * yy), Quantizer::kMinOutputCosine);
+}
+
 }  // namespace
 }  // namespace pyflame_rt

@@ -6,6 +6,7 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -27,6 +28,12 @@ struct CalibrationStats {
     size_t num_samples = 0;  // values observed
     std::vector<size_t> histogram;
     float histogram_range = 0.0f;
+    // The distinct values seen, sorted, while there are at most kMaxDistinctValues of them
+    // (data on an 8-bit grid, such as pixels); cleared, with many_values set, past that.
+    static constexpr size_t kMaxDistinctValues = 256;
+    static constexpr size_t kMinSamplesPerValue = 4;  // compute_lattice_params wants repeats
+    std::vector<float> distinct_values;
+    bool many_values = false;
 
     void update(const Tensor& tensor);  // Float32 (or any float dtype); others raise ValidationError
     void update(float value);
@@ -41,6 +48,14 @@ struct CalibrationStats {
     // Symmetric: T = the `percentile` of |x|; asymmetric: the (100-p)/2 and (100+p)/2
     // percentiles of x. Read off the histogram (upper/lower bin edges), clipped to [min, max].
     QuantParams compute_percentile_params(DType target_dtype, bool symmetric, float percentile = 99.99f) const;
+
+    // Parameters that represent every observed value exactly: when the values (seen at least
+    // kMinSamplesPerValue times each on average) are integer multiples k*d of one step d (0
+    // included) and the integers fit the dtype's range around compute_from_minmax's kind of
+    // zero point (symmetric: 0 for int8, 128 for uint8; asymmetric: the lowest value at the
+    // type's minimum), scale d. nullopt otherwise. Such data (pixels k/255 or k/16) then
+    // quantizes without error, where a scale of (max - min) / 255 would round nearly every value.
+    std::optional<QuantParams> compute_lattice_params(DType target_dtype, bool symmetric) const;
 
     // Bin width and the |x| histogram (bin k counts |x| in [k*w, (k+1)*w)), used by the methods.
     float bin_width() const;

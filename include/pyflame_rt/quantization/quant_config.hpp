@@ -69,6 +69,10 @@ struct GraphQuantInfo {
     std::unordered_map<std::string, QuantParams> tensor_params;
     bool weights_quantized = false;
     bool activations_quantized = false;
+    // Per-channel (axis 1) means of the data inputs of Conv/Gemm nodes with a bias, from
+    // calibration (Calibrator::compute_quant_params): the static quantizer subtracts the mean
+    // output shift its weight rounding causes, (W_q - W) . E[x], from those nodes' biases.
+    std::unordered_map<std::string, std::vector<float>> channel_means;
 
     bool has_params(const std::string& tensor_name) const { return tensor_params.count(tensor_name) != 0; }
     // ValidationError naming the tensor when absent.

@@ -12,7 +12,8 @@
 //    symmetric int8 activations, a tensor calibrated never negative (a Relu's output) is uint8
 //    with zero point 0 (the Calibrator's choice), and a Relu right after a quantized
 //    Conv/MatMul/Gemm/Add whose output zero point is the type's minimum is dropped (the
-//    quantization clamps at 0 already).
+//    quantization clamps at 0 already). With calibration means (GraphQuantInfo::channel_means)
+//    Conv/Gemm biases are corrected for their weights' rounding.
 // The input graph is never modified; a bad configuration raises ValidationError.
 #include <functional>
 #include <memory>
@@ -59,9 +60,23 @@ public:
     // hold weight parameters, which then replace the ones computed from the weights.
     QuantizationResult quantize(const Graph& graph, const GraphQuantInfo& quant_info);
 
-    using CalibrationDataProvider = std::function<std::unordered_map<std::string, Tensor>()>;
+    using Feed = std::unordered_map<std::string, Tensor>;
+    using CalibrationDataProvider = std::function<Feed()>;
+    // Calibrates on `num_batches` batches, then quantize_calibrated() with the first
+    // kAccuracySampleBatches of them as samples.
     QuantizationResult quantize_with_calibration(const Graph& graph, CalibrationDataProvider data_provider,
                                                  size_t num_batches);
+
+    // quantize(), then, when the quantized graph's float outputs on `samples` fall below cosine
+    // similarity kMinOutputCosine to the float graph's, keeps the shortest prefix of the graph
+    // in float (at most up to an eighth of its Conv/MatMul/Gemm nodes) that reaches it, or the
+    // best prefix tried: quantization error of the first layers is amplified by all the layers
+    // after them. No samples: quantize() alone.
+    QuantizationResult quantize_calibrated(const Graph& graph, const GraphQuantInfo& quant_info,
+                                           const std::vector<Feed>& samples);
+
+    static constexpr double kMinOutputCosine = 0.99;
+    static constexpr size_t kAccuracySampleBatches = 4;
 
 private:
     QuantConfig config_;

@@ -2,7 +2,8 @@
 // oneDNN's int8 convolution and matmul (u8/s8 activations, s8 weights, s32 accumulation, VNNI
 // where the CPU has it), the optimizer's fused forms (com.pyflame FusedQLinearConv,
 // DynamicQuantizeMatMul, QLinearAdd, QLinearConvAdd; see ops/fused_quant_ops.cpp), and vectorized per-tensor
-// QuantizeLinear, DequantizeLinear and DynamicQuantizeLinear.
+// QuantizeLinear (also straight from a float convolution's oneDNN layout), DequantizeLinear and
+// DynamicQuantizeLinear.
 //
 // Scales ride on the weights: the primitive's per-output-channel weight scale is
 // x_scale * w_scale[m] / y_scale (rounded in float32 at each step, as the reference does), so
@@ -125,6 +126,55 @@ std::optional<dnnl::memory::desc> with_type(const dnnl::memory::desc& desc, Data
 // ---------------------------------------------------------------------------------------------
 // QuantizeLinear / DequantizeLinear, per tensor, float32 <-> int8/uint8.
 
+// Row k of the result holds lane k of every input row (a transposed 8x8 block of int32).
+inline void transpose8x8(__m256i r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; ++i) {
+        t[2 * i] = _mm256_unpacklo_ps(_mm256_castsi256_ps(r[2 * i]), _mm256_castsi256_ps(r[2 * i + 1]));
+        t[2 * i + 1] = _mm256_unpackhi_ps(_mm256_castsi256_ps(r[2 * i]), _mm256_castsi256_ps(r[2 * i + 1]));
+    }
+    for (int h = 0; h < 2; ++h) {  // rows 0-3, then 4-7
+        u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h + 0], t[4 * h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int k = 0; k < 4; ++k) {
+        r[k] = _mm256_castps_si256(_mm256_permute2f128_ps(u[k], u[k + 4], 0x20));
+        r[k + 4] = _mm256_castps_si256(_mm256_permute2f128_ps(u[k], u[k + 4], 0x31));
+    }
+}
+
+// A float32 layout whose element (n, c, spatial position s) lies at n * batch_stride +
+// (c / block) * block_stride + s * block + c % block: one channel block (nChw8c, nChw16c) or
+// channels-last (block = C). Its numbers, or nullopt for any other layout.
+struct ChannelBlocks {
+    int64_t batch, channels, spatial, block, batch_stride, block_stride;
+};
+std::optional<ChannelBlocks> channel_blocks(const dnnl::memory::desc& desc) {
+    if (desc.get_format_kind() != dnnl::memory::format_kind::blocked || desc.get_data_type() != DataType::f32 ||
+        desc.get_submemory_offset() != 0)
+        return std::nullopt;
+    const Dims dims = desc.get_dims(), padded = desc.get_padded_dims(), strides = desc.get_strides();
+    if (dims.size() < 3) return std::nullopt;
+    ChannelBlocks b{dims[0], dims[1], 1, 0, strides[0], strides[1]};
+    for (size_t d = 2; d < dims.size(); ++d) b.spatial *= dims[d];
+    if (desc.get_inner_nblks() == 1 && desc.get_inner_idxs()[0] == 1) {
+        b.block = desc.get_inner_blks()[0];
+    } else if (desc.get_inner_nblks() == 0 && strides[1] == 1 && padded[1] == dims[1]) {
+        b.block = dims[1];
+        b.block_stride = 0;
+    } else {
+        return std::nullopt;
+    }
+    int64_t expect = b.block;  // spatial dims dense, the last innermost, `block` elements apart
+    for (size_t d = dims.size(); d-- > 2;) {
+        if (padded[d] != dims[d] || (dims[d] > 1 && strides[d] != expect)) return std::nullopt;
+        expect *= dims[d];
+    }
+    return b;
+}
+
 class QuantizeKernel final : public FastKernel {
 public:
     static std::unique_ptr<ops::OpKernel> create(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference) {
@@ -135,6 +185,10 @@ public:
     }
     QuantizeKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
         : FastKernel(info, std::move(reference)) {}
+
+    // A float convolution's blocked output (where the float part of a model meets its int8
+    // part) is quantized straight into the row-major output: no float reorder first.
+    bool reads_layout(size_t input) const override { return input == 0; }
 
     void compute(ops::KernelContext& ctx) const override {
         const Tensor& x = ctx.input(0);
@@ -148,13 +202,56 @@ public:
         const float s = scale.data_ptr<float>()[0];
         const float z = static_cast<float>(*scalar_zero_point(zp, out));
         Tensor y(x.shape(), out);
-        dispatch8(out, [&](auto tag) {
-            using T = decltype(tag);
-            parallel_elements(x.num_elements(), ctx.num_threads, [&](int64_t b, int64_t e) {
-                quantize_range(x.data_ptr<float>(), y.data_ptr<T>(), b, e, s, z);
+        std::optional<ChannelBlocks> blocks;
+        if (const auto* layout = dynamic_cast<const OneDnnLayout*>(x.layout())) blocks = channel_blocks(layout->desc());
+        if (blocks) {
+            dispatch8(out, [&](auto tag) { quantize_blocked<decltype(tag)>(x, y, *blocks, s, z, ctx.num_threads); });
+        } else {
+            const Tensor plain = x.plain();
+            dispatch8(out, [&](auto tag) {
+                using T = decltype(tag);
+                parallel_elements(plain.num_elements(), ctx.num_threads, [&](int64_t b, int64_t e) {
+                    quantize_range(plain.data_ptr<float>(), y.data_ptr<T>(), b, e, s, z);
+                });
             });
-        });
+        }
         ctx.outputs[0] = std::move(y);
+    }
+
+private:
+    // Per (image, channel block): tiles of 8 positions x 8 channels, read contiguously from the
+    // layout, quantized, transposed, and stored as 8 bytes of each channel's row-major plane.
+    template <typename T>
+    static void quantize_blocked(const Tensor& x, Tensor& y, const ChannelBlocks& b, float s, float z, int num_threads) {
+        const int64_t block_count = (b.channels + b.block - 1) / b.block;
+        const float* xd = x.data_ptr<float>();
+        T* yd = y.data_ptr<T>();
+        const int threads = std::max(1, ops::threads_for_work(static_cast<double>(x.num_elements()) * 4, num_threads));
+        ops::parallel_for(b.batch * block_count, threads, [&](int64_t begin, int64_t end) {
+            const __m256 vs = _mm256_set1_ps(s), vz = _mm256_set1_ps(z);
+            const __m256 lo = _mm256_set1_ps(range_lo<T>()), hi = _mm256_set1_ps(range_hi<T>());
+            for (int64_t job = begin; job < end; ++job) {
+                const int64_t n = job / block_count, c0 = job % block_count * b.block;
+                const int64_t width = std::min(b.block, b.channels - c0);
+                const float* src = xd + n * b.batch_stride + job % block_count * b.block_stride;
+                T* dst = yd + (n * b.channels + c0) * b.spatial;
+                const int64_t tiled_width = width / 8 * 8, tiled_spatial = b.spatial / 8 * 8;
+                // Chunks of 64 positions: their values (up to 64 x C floats channels-last) stay
+                // in cache while each group of 8 channels writes 64 bytes of its 8 planes.
+                for (int64_t chunk = 0; chunk < tiled_spatial; chunk += 64)
+                    for (int64_t c = 0; c < tiled_width; c += 8)
+                        for (int64_t sp = chunk; sp < std::min(chunk + 64, tiled_spatial); sp += 8) {
+                            __m256i rows[8];
+                            for (int j = 0; j < 8; ++j)
+                                rows[j] = quantize_lanes(_mm256_loadu_ps(src + (sp + j) * b.block + c), vs, vz, lo, hi);
+                            transpose8x8(rows);
+                            for (int k = 0; k < 8; ++k) store8(rows[k], dst + (c + k) * b.spatial + sp);
+                        }
+                for (int64_t c = 0; c < width; ++c)  // what the tiles left
+                    for (int64_t sp = c < tiled_width ? tiled_spatial : 0; sp < b.spatial; ++sp)
+                        dst[c * b.spatial + sp] = quantize_one<T>(src[sp * b.block + c], s, z);
+            }
+        });
     }
 };
 
