@@ -19,11 +19,13 @@ thread_local TensorArena* current_arena = nullptr;
 void* heap_buffer(size_t size) {
     constexpr size_t kHugePage = size_t{2} << 20;
     const bool huge = size >= kHugePage;
-    const size_t alignment = huge ? kHugePage : kAlignment;
-    const size_t rounded = std::max(alignment, (size + alignment - 1) / alignment * alignment);
-    void* p = std::aligned_alloc(alignment, rounded);
-    if (!p) throw PyFlameRTError("out of memory allocating " + std::to_string(size) + " bytes");
-    if (huge) madvise(p, rounded, MADV_HUGEPAGE);  // advice only: without it, 4 KiB pages
+    void* p = nullptr;
+    const size_t rounded = std::max(kAlignment, (size + kAlignment - 1) / kAlignment * kAlignment);
+    if (posix_memalign(&p, huge ? kHugePage : kAlignment, rounded) != 0 || !p)
+        throw PyFlameRTError("out of memory allocating " + std::to_string(size) + " bytes");
+    // Only whole huge pages inside the buffer: a partly used one would cost RSS for nothing.
+    // Advice only: without it, 4 KiB pages.
+    if (huge) madvise(p, size / kHugePage * kHugePage, MADV_HUGEPAGE);
     return p;
 }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 // Vec values only pass between always-inlined functions, so the AVX-512 and baseline builds of
@@ -163,8 +164,10 @@ bool WinogradConv::pays(const WinogradGeometry& g) {
     if (g.channels % kLanes != 0 || g.maps % kLanes != 0) return false;
     const int64_t tiles = g.batch * ((g.out_height + 3) / 4) * ((g.out_width + 3) / 4);
     // The 36 products are tiles x C by C x M: with few tiles they stream the (4x larger)
-    // transformed weights for little work, and oneDNN's direct kernel is faster.
-    return tiles >= 16;
+    // transformed weights for little work, and oneDNN's direct kernel is faster. The widest
+    // layers (ResNets' last stage) keep the direct kernel too: their transformed weights would
+    // cost 36 MiB each for a few percent of the run.
+    return tiles >= 16 && g.channels * g.maps <= 256 * 256;
 }
 
 Tensor WinogradConv::transform_weights(const Tensor& weights) {
@@ -203,12 +206,21 @@ WinogradConv::WinogradConv(const WinogradGeometry& g, PackedConstant& transforme
     dst_desc_ = dnnl::memory::desc({g.batch, g.maps, g.out_height, g.out_width}, f32, tag::nhwc);
     transformed_desc_ = plain_desc({36, tiles_, g.channels});
     product_desc_ = plain_desc({36, tiles_, g.maps});
-    const dnnl::matmul::primitive_desc pd(*cpu_engine(), transformed_desc_, any_desc({36, g.channels, g.maps}),
-                                          product_desc_, base_attr());
-    products_ = Step{dnnl::matmul(pd), pd.scratchpad_desc()};
+    // Every batch size reads the weights in the layout the first one packed them in, when its
+    // kernel takes that layout: one copy of them for all.
+    std::optional<dnnl::matmul::primitive_desc> pd;
+    if (const Tensor* packed = transformed_weights.prepacked()) try {
+            pd.emplace(*cpu_engine(), transformed_desc_, desc_of(*packed, plain_desc({36, g.channels, g.maps})),
+                       product_desc_, base_attr());
+            if (!optimized(*pd)) pd.reset();
+        } catch (const dnnl::error&) {
+            pd.reset();
+        }
+    if (!pd) pd.emplace(*cpu_engine(), transformed_desc_, any_desc({36, g.channels, g.maps}), product_desc_, base_attr());
+    products_ = Step{dnnl::matmul(*pd), pd->scratchpad_desc()};
     const dnnl::memory::desc plain = plain_desc({36, g.channels, g.maps});
-    transformed_weights.prepack(plain, pd.weights_desc());  // no-op after the first shape
-    packed_weights_ = transformed_weights.get(plain, pd.weights_desc());
+    transformed_weights.prepack(plain, pd->weights_desc());  // no-op after the first shape
+    packed_weights_ = transformed_weights.get(plain, pd->weights_desc());
 }
 
 void WinogradConv::run(dnnl::stream& stream, const float* x, const float* bias, const float* residual, float* y) const {
