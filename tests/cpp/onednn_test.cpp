@@ -388,6 +388,16 @@ TEST(OneDnnConv, FusedConvMatchesTheOnnxDefinition) {
     }
 }
 
+TEST(OneDnnConv, WinogradLeavesHugeTransformsToTheDirectKernel) {
+    onednn::WinogradGeometry g;
+    g.batch = 1, g.channels = 64, g.maps = 64, g.height = g.out_height = 224, g.width = g.out_width = 224;
+    EXPECT_TRUE(onednn::WinogradConv::pays(g));  // 3136 tiles: 29 MiB transformed
+    g.batch = 4;
+    EXPECT_FALSE(onednn::WinogradConv::pays(g));  // 116 MiB: over the 64 MiB bound
+    g.batch = 1, g.channels = g.maps = 512, g.height = g.out_height = g.width = g.out_width = 28;
+    EXPECT_FALSE(onednn::WinogradConv::pays(g));  // the widest layers keep the direct kernel
+}
+
 // ---- MatMul ----
 
 Tensor naive_matmul(const Tensor& a, const Tensor& b) {

@@ -167,7 +167,11 @@ bool WinogradConv::pays(const WinogradGeometry& g) {
     // transformed weights for little work, and oneDNN's direct kernel is faster. The widest
     // layers (ResNets' last stage) keep the direct kernel too: their transformed weights would
     // cost 36 MiB each for a few percent of the run.
-    return tiles >= 16 && g.channels * g.maps <= 256 * 256;
+    // And the transformed input and products (36 x tiles x channels each) must stay modest:
+    // a large image or batch keeps the direct kernel rather than claim gigabytes.
+    constexpr int64_t kMaxTransformedBytes = int64_t{64} << 20;
+    const int64_t transformed_bytes = 36 * tiles * std::max(g.channels, g.maps) * int64_t{sizeof(float)};
+    return tiles >= 16 && g.channels * g.maps <= 256 * 256 && transformed_bytes <= kMaxTransformedBytes;
 }
 
 Tensor WinogradConv::transform_weights(const Tensor& weights) {
