@@ -60,6 +60,7 @@ dnnl::primitive_attr base_attr();
 // tensors and scratchpads cost no allocation and no fresh page faults on each run. A buffer is
 // valid until the same thread asks for the same role again; CPU primitives finish before
 // execute() returns, so one call's steps can reuse a role one after the other.
+// Transformed and Products are Winograd's transformed input and its 36 products.
 enum class Buffer { Src, Weights, Bias, Dst, Residual, Scratchpad, Transformed, Products, Count };
 dnnl::memory thread_memory(const dnnl::memory::desc& md, Buffer role);
 
