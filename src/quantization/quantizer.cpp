@@ -132,19 +132,29 @@ Tensor zero_point_tensor(const QuantParams& p, bool per_channel_shape) {
 
 // float32 tensor -> dtype `p.quantized_dtype` with round-half-to-even and saturation (as
 // QuantizeLinear). Per channel: channel c along p.channel_axis uses scales[c].
+// The parameter channel of each element of a row-major tensor of `shape` under `p` (0 when
+// per-tensor).
+class ChannelOf {
+public:
+    ChannelOf(const std::vector<int64_t>& shape, const QuantParams& p) {
+        if (!p.is_per_channel()) return;
+        dim_ = shape[p.channel_axis];
+        for (size_t d = p.channel_axis + 1; d < shape.size(); ++d) inner_ *= shape[d];
+    }
+    int64_t operator()(int64_t i) const { return (i / inner_) % dim_; }
+
+private:
+    int64_t inner_ = 1, dim_ = 1;
+};
+
 Tensor quantize_tensor(const Tensor& w, const QuantParams& p) {
     const auto [qmin, qmax] = quant_range(p.quantized_dtype);
     Tensor out(w.shape(), p.quantized_dtype);
     const float* src = w.data_ptr<float>();
-    int64_t inner = w.num_elements(), dim = 1;
-    if (p.is_per_channel()) {
-        dim = w.shape()[p.channel_axis];
-        inner = 1;
-        for (size_t d = p.channel_axis + 1; d < w.ndim(); ++d) inner *= w.shape()[d];
-    }
+    const ChannelOf channel_of(w.shape(), p);
     const int64_t n = w.num_elements();
     for (int64_t i = 0; i < n; ++i) {
-        const int64_t c = p.is_per_channel() ? (i / inner) % dim : 0;
+        const int64_t c = channel_of(i);
         const double q = std::nearbyint(static_cast<double>(src[i]) / p.scales[c]) + p.zero_points[c];
         const int64_t v = static_cast<int64_t>(std::clamp<double>(q, static_cast<double>(qmin), static_cast<double>(qmax)));
         switch (p.quantized_dtype) {
@@ -160,15 +170,10 @@ Tensor quantize_tensor(const Tensor& w, const QuantParams& p) {
 // The float values a quantized tensor stands for: (q - zero_point) * scale, per channel as
 // quantize_tensor.
 std::vector<float> dequantize_tensor(const Tensor& q, const QuantParams& p) {
-    int64_t inner = q.num_elements(), dim = 1;
-    if (p.is_per_channel()) {
-        dim = q.shape()[p.channel_axis];
-        inner = 1;
-        for (size_t d = p.channel_axis + 1; d < q.ndim(); ++d) inner *= q.shape()[d];
-    }
+    const ChannelOf channel_of(q.shape(), p);
     std::vector<float> out(static_cast<size_t>(q.num_elements()));
     for (int64_t i = 0; i < q.num_elements(); ++i) {
-        const int64_t c = p.is_per_channel() ? (i / inner) % dim : 0;
+        const int64_t c = channel_of(i);
         int64_t v = 0;
         switch (p.quantized_dtype) {
             case DType::Int8: v = q.data_ptr<int8_t>()[i]; break;
