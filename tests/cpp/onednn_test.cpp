@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "backends/cpu/onednn_kernels.hpp"
+#include "backends/cpu/depthwise.hpp"
 #include "backends/cpu/winograd.hpp"
 #include "test_util.hpp"
 
@@ -385,6 +386,70 @@ TEST(OneDnnConv, FusedConvMatchesTheOnnxDefinition) {
             if (c.activation == "Clip") e[i] = std::min(std::max(e[i], -0.5f), 0.75f);
         }
         expect_close_to_scale(run(*kernel, inputs)[0], expected, scale, 1e-5f, what);
+    }
+}
+
+struct DepthwiseCase {
+    Shape64 x;
+    int64_t stride;
+    Shape64 pads;            // begins then ends
+    std::string activation;  // FusedConv's, "" for none
+    bool residual = false, bias = true;
+    bool hand_written = true;  // whether DepthwiseConv runs it (else oneDNN)
+};
+
+// Depthwise 3x3 FusedConv (group = channels = maps): the hand-written channels-last kernel for
+// 16k channels at stride 1 or 2, oneDNN's for the rest. Widths of 1 to 23 cover the edge
+// columns, the 4-column blocks and the columns left over.
+TEST(OneDnnConv, DepthwiseConvMatchesTheOnnxDefinition) {
+    if (!have_engine()) GTEST_SKIP() << "oneDNN has no CPU engine here: the reference kernels run";
+    const std::vector<DepthwiseCase> cases = {
+        {{1, 32, 12, 12}, 1, {1, 1, 1, 1}, "Clip"},              // MobileNet's
+        {{2, 48, 9, 23}, 2, {1, 1, 1, 1}, "Clip"},               // strided, odd sizes
+        {{1, 16, 5, 1}, 1, {1, 1, 1, 1}, "Relu"},                // one column: all edge
+        {{3, 16, 7, 6}, 2, {0, 0, 1, 1}, "", true},              // TF-style SAME pads, residual
+        {{1, 64, 6, 10}, 1, {0, 2, 2, 0}, "Relu", true, false},  // asymmetric pads, no bias
+        {{2, 16, 8, 9}, 1, {0, 0, 0, 0}, ""},                    // VALID
+        {{1, 24, 8, 8}, 1, {1, 1, 1, 1}, "Clip", false, true, false},  // 24 channels: oneDNN
+        {{1, 16, 9, 9}, 3, {1, 1, 1, 1}, "Relu", false, true, false},  // stride 3: oneDNN
+    };
+    uint32_t seed = 400;
+    for (const DepthwiseCase& c : cases) {
+        const int64_t channels = c.x[1];
+        const std::string what = std::string(c.hand_written ? "hand-written" : "oneDNN") + " x" + str(c.x) +
+                                 " stride " + std::to_string(c.stride) + " pads" + str(c.pads) + " " + c.activation +
+                                 (c.residual ? " residual" : "");
+        Window win;
+        win.kernel = {3, 3};
+        win.pads = c.pads;
+        win.strides = {c.stride, c.stride};
+        const Tensor x = random_tensor(c.x, seed++), w = random_tensor({channels, 1, 3, 3}, seed++),
+                     b = random_tensor({channels}, seed++);
+        Tensor expected = naive_conv(x, w, c.bias ? &b : nullptr, win, channels);
+        onednn::DepthwiseGeometry g;
+        g.batch = c.x[0], g.channels = channels, g.height = c.x[2], g.width = c.x[3], g.stride = c.stride;
+        g.out_height = expected.shape()[2], g.out_width = expected.shape()[3];
+        ASSERT_EQ(onednn::DepthwiseConv::handles(g), c.hand_written) << what;
+
+        Node node("FusedConv", "conv", {"x", "w", c.bias ? "b" : "", c.residual ? "z" : ""}, {"y"});
+        node.set_domain("com.pyflame");
+        node.set_attribute("kernel_shape", Shape64{3, 3});
+        node.set_attribute("group", channels);
+        node.set_attribute("pads", c.pads);
+        node.set_attribute("strides", Shape64{c.stride, c.stride});
+        if (!c.activation.empty()) node.set_attribute("activation", c.activation);
+        if (c.activation == "Clip") node.set_attribute("activation_params", std::vector<double>{-0.5, 0.75});
+        const auto kernel = factories().at("com.pyflame::FusedConv")(KernelInfo{node, 17, {nullptr, &w, nullptr, nullptr}});
+        const Tensor z = random_tensor(expected.shape(), seed++);
+        std::vector<const Tensor*> inputs{&x, &w, c.bias ? &b : nullptr};
+        if (c.residual) inputs.push_back(&z);
+        float* e = expected.data_ptr<float>();
+        for (int64_t i = 0; i < expected.num_elements(); ++i) {
+            if (c.residual) e[i] += z.data_ptr<float>()[i];
+            if (c.activation == "Relu") e[i] = std::max(e[i], 0.0f);
+            if (c.activation == "Clip") e[i] = std::min(std::max(e[i], -0.5f), 0.75f);
+        }
+        expect_close(run(*kernel, inputs)[0], expected, what);
     }
 }
 

@@ -408,3 +408,47 @@ def test_softmax_matches_numpy(tmp_path, op, opset, axis, shape):
     log_softmax = shifted - np.log(np.exp(shifted).sum(axis=reduce_axis, keepdims=True))
     expected = (log_softmax if op == "LogSoftmax" else np.exp(log_softmax)).reshape(shape)
     np.testing.assert_allclose(session(path).run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def inverted_residual_model():
+    """MobileNetV2's first blocks: a 3-channel stem (oneDNN writes it blocked, nChw16c), then
+    depthwise 3x3 convolutions at stride 1 and 2 between 1x1 ones (channels-last), Clip(0, 6)
+    and a residual Add; the batch is dynamic."""
+    rng = np.random.default_rng(41)
+    inits = []
+
+    def conv(x, out, maps, channels, k, stride=1, group=1, clip=True):
+        w = (rng.standard_normal((maps, channels // group, k, k)) * (2.0 / (channels // group * k * k)) ** 0.5)
+        inits.append(numpy_helper.from_array(w.astype(np.float32), f"{out}_w"))
+        inits.append(numpy_helper.from_array((rng.standard_normal(maps) * 0.1).astype(np.float32), f"{out}_b"))
+        nodes = [helper.make_node("Conv", [x, f"{out}_w", f"{out}_b"], [out + ("_c" if clip else "")],
+                                  pads=[k // 2] * 4, strides=[stride, stride], group=group)]
+        if clip:
+            nodes.append(helper.make_node("Clip", [out + "_c", "zero", "six"], [out]))
+        return nodes
+
+    inits += [numpy_helper.from_array(np.array(0, np.float32), "zero"),
+              numpy_helper.from_array(np.array(6, np.float32), "six")]
+    nodes = (conv("x", "stem", 32, 3, 3, stride=2) + conv("stem", "dw1", 32, 32, 3, group=32) +
+             conv("dw1", "p1", 16, 32, 1, clip=False) + conv("p1", "e2", 96, 16, 1) +
+             conv("e2", "dw2", 96, 96, 3, stride=2, group=96) + conv("dw2", "p2", 24, 96, 1, clip=False) +
+             conv("p2", "e3", 144, 24, 1) + conv("e3", "dw3", 144, 144, 3, group=144) +
+             conv("dw3", "p3", 24, 144, 1, clip=False) + [helper.make_node("Add", ["p3", "p2"], ["y"])])
+    graph = helper.make_graph(nodes, "inverted_residual",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 40, 36])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_depthwise_blocks_match_onnxruntime(tmp_path, level):
+    """The depthwise kernel reads the stem's blocked output and the 1x1 convolutions'
+    channels-last ones where they lie: every level and batch agrees with onnxruntime."""
+    path = save(inverted_residual_model(), tmp_path, "blocks.onnx")
+    s = session(path, level)
+    rng = np.random.default_rng(42)
+    for n in (1, 3):
+        x = rng.standard_normal((n, 3, 40, 36)).astype(np.float32)
+        got, want = s.run(None, {"x": x})[0], ort_run(path, {"x": x})[0]
+        assert got.shape == want.shape == (n, 24, 10, 9)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))

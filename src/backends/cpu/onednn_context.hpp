@@ -225,6 +225,13 @@ private:
     mutable std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> packed_;
 };
 
+// The element-wise activation the hand-written conv kernels (winograd, depthwise) apply as they
+// write outputs (FusedConv's `activation`).
+struct FusedActivation {
+    enum class Kind { None, Relu, Clip } kind = Kind::None;
+    float min = 0, max = 0;  // Clip's bounds
+};
+
 // A convolution's oneDNN geometry for one input shape, with pads resolved as the reference
 // kernel does (auto_pad included; a window that does not fit throws its ValidationError):
 // the output shape, strides, dilations (oneDNN counts the gaps between taps), pads, and ONNX's

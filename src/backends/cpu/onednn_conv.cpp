@@ -3,6 +3,7 @@
 // residual Z (a binary-add post-op reading Z where it lies, or where oneDNN has none for the
 // shape, a sum post-op on an output buffer that starts as Z) and an activation (eltwise post-op).
 #include "backends/cpu/onednn_context.hpp"
+#include "backends/cpu/depthwise.hpp"
 #include "backends/cpu/winograd.hpp"
 
 
@@ -14,8 +15,9 @@ struct ConvEntry {
     std::vector<int64_t> out_shape;
     dnnl::memory::desc x_plain, w_plain, y_plain, bias;  // the tensors as they lie (row-major)
     dnnl::memory::desc weights;                    // the layout the convolution reads W in
-    Step conv;                                      // unless `winograd` does the work
+    Step conv;                                      // unless `winograd` or `depthwise` does the work
     std::optional<WinogradConv> winograd;
+    std::optional<DepthwiseConv> depthwise;
     std::optional<ReorderInto> src_into;            // X, row-major or another primitive's layout
     std::optional<ReorderInto> residual_into;       // Z into dst's layout
     bool residual_as_sum = false;                   // else read as the binary post-op's operand
@@ -37,7 +39,7 @@ public:
           has_residual_(info.node.has_input(3)),
           activation_(activation_of(info.node)),
           attr_(post_ops_attr()),
-          winograd_activation_(winograd_activation(info.node)) {
+          fused_activation_(fused_activation(info.node)) {
         const Tensor* w = float_constant(info, 1);
         if (!w) return;
         weights_.emplace(*w);
@@ -68,8 +70,10 @@ public:
         if (z && (z->dtype() != DType::Float32 || z->shape() != entry->out_shape)) return fallback(ctx);  // broadcasting
 
         dnnl::stream& stream = thread_stream();
-        const dnnl::memory src =
-            (*entry->src_into)(stream, memory_over(desc_of(x, entry->x_plain), x.data()), Buffer::Src);
+        const dnnl::memory given = memory_over(desc_of(x, entry->x_plain), x.data());
+        // The depthwise kernel reads a blocked X where it lies.
+        const bool x_blocked = entry->depthwise && given.get_desc() == entry->depthwise->blocked_src_desc();
+        const dnnl::memory src = x_blocked ? given : (*entry->src_into)(stream, given, Buffer::Src);
         // Written in the convolution's own layout when every reader takes it: no reorder.
         OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
         // Z in dst's layout: itself when it already is (no copy).
@@ -80,11 +84,13 @@ public:
             if (entry->residual_as_sum) entry->residual_into->into(stream, given, y.dst);
             else residual = (*entry->residual_into)(stream, given, Buffer::Residual);
         }
-        if (entry->winograd) {
-            entry->winograd->run(stream, static_cast<const float*>(src.get_data_handle()),
-                                 b ? static_cast<const float*>(b->data()) : nullptr,
-                                 z ? static_cast<const float*>(residual.get_data_handle()) : nullptr,
-                                 static_cast<float*>(y.dst.get_data_handle()));
+        if (entry->winograd || entry->depthwise) {
+            const auto* x_data = static_cast<const float*>(src.get_data_handle());
+            const auto* bias = b ? static_cast<const float*>(b->data()) : nullptr;
+            const auto* z_data = z ? static_cast<const float*>(residual.get_data_handle()) : nullptr;
+            auto* y_data = static_cast<float*>(y.dst.get_data_handle());
+            if (entry->winograd) entry->winograd->run(stream, x_data, bias, z_data, y_data);
+            else entry->depthwise->run(x_data, x_blocked, bias, z_data, y_data);
             ctx.outputs[0] = entry->output.finish(stream, y);
             stream.wait();
             return;
@@ -155,6 +161,12 @@ private:
         entry->x_plain = plain_desc(to_dims(x_shape));
         entry->w_plain = plain_desc(w_dims);
         entry->y_plain = plain_desc(to_dims(entry->out_shape));
+        if (auto depthwise = depthwise_geometry(g, x_shape, w_shape)) {
+            // Keeps its own copy of the weights (9 per channel); the initializer stays plain.
+            entry->depthwise.emplace(*depthwise, weights_->plain(), *fused_activation_);
+            set_layouts(*entry, entry->depthwise->src_desc(), entry->depthwise->dst_desc());
+            return entry;
+        }
         const dnnl::memory::desc bias = has_bias ? plain_desc({maps}) : dnnl::memory::desc();
         entry->bias = bias;
         std::optional<dnnl::convolution_forward::primitive_desc> pd;
@@ -173,10 +185,8 @@ private:
         if (auto winograd = winograd_geometry(g, x_shape, w_shape)) {
             // Transformed once for every shape that runs this way.
             if (!winograd_weights_) winograd_weights_.emplace(WinogradConv::transform_weights(weights_->plain()));
-            entry->winograd.emplace(*winograd, *winograd_weights_, *winograd_activation_);
-            entry->src_into.emplace(entry->winograd->src_desc());
-            if (has_residual_) entry->residual_into.emplace(entry->winograd->dst_desc());
-            entry->output = OutputLayout(entry->winograd->dst_desc(), entry->out_shape);
+            entry->winograd.emplace(*winograd, *winograd_weights_, *fused_activation_);
+            set_layouts(*entry, entry->winograd->src_desc(), entry->winograd->dst_desc());
             return entry;
         }
         if (has_residual_) {
@@ -206,11 +216,40 @@ private:
         return entry;
     }
 
+    // The hand-written kernels read X and Z and write Y in these layouts.
+    void set_layouts(ConvEntry& entry, const dnnl::memory::desc& src, const dnnl::memory::desc& dst) const {
+        entry.src_into.emplace(src);
+        if (has_residual_) entry.residual_into.emplace(dst);
+        entry.output = OutputLayout(dst, entry.out_shape);
+    }
+
+    // The depthwise geometry when DepthwiseConv runs this convolution: 2-D 3x3, one map per
+    // channel, no dilation, equal strides of 1 or 2, constant weights and an activation it applies.
+    std::optional<DepthwiseGeometry> depthwise_geometry(const ConvGeometry& g, const std::vector<int64_t>& x_shape,
+                                                        const std::vector<int64_t>& w_shape) const {
+        if (!weights_ || !fused_activation_ || x_shape.size() != 4 || group_ != x_shape[1] || w_shape[0] != group_ ||
+            w_shape[2] != 3 || w_shape[3] != 3 || g.strides[0] != g.strides[1] || g.dilations[0] != 0 ||
+            g.dilations[1] != 0)
+            return std::nullopt;
+        DepthwiseGeometry geometry;
+        geometry.batch = x_shape[0];
+        geometry.channels = x_shape[1];
+        geometry.height = x_shape[2];
+        geometry.width = x_shape[3];
+        geometry.out_height = g.out_shape[2];
+        geometry.out_width = g.out_shape[3];
+        geometry.stride = g.strides[0];
+        geometry.pad_top = g.pad_begin[0];
+        geometry.pad_left = g.pad_begin[1];
+        if (!DepthwiseConv::handles(geometry)) return std::nullopt;
+        return geometry;
+    }
+
     // The Winograd geometry when this convolution is one WinogradConv runs, and faster: 2-D 3x3,
     // stride 1, no dilation, one group, constant weights and an activation it applies.
     std::optional<WinogradGeometry> winograd_geometry(const ConvGeometry& g, const std::vector<int64_t>& x_shape,
                                                       const std::vector<int64_t>& w_shape) const {
-        if (!weights_ || !winograd_activation_ || x_shape.size() != 4 || group_ != 1 || w_shape[2] != 3 ||
+        if (!weights_ || !fused_activation_ || x_shape.size() != 4 || group_ != 1 || w_shape[2] != 3 ||
             w_shape[3] != 3)
             return std::nullopt;
         for (size_t i = 0; i < 2; ++i)
@@ -229,18 +268,18 @@ private:
         return geometry;
     }
 
-    // FusedConv's activation as Winograd's output transform applies it; nothing when it has
-    // one the transform does not.
-    static std::optional<WinogradActivation> winograd_activation(const Node& node) {
-        WinogradActivation act;
+    // FusedConv's activation as the hand-written kernels apply it; nothing when it has one
+    // they do not.
+    static std::optional<FusedActivation> fused_activation(const Node& node) {
+        FusedActivation act;
         if (!node.has_attribute("activation")) return act;
         const std::string op = node.get_attribute<std::string>("activation");
         if (op == "Relu") {
-            act.kind = WinogradActivation::Kind::Relu;
+            act.kind = FusedActivation::Kind::Relu;
         } else if (op == "Clip") {
             const std::vector<double> p = node.get_attribute<std::vector<double>>("activation_params", {});
             if (p.size() != 2) return std::nullopt;
-            act.kind = WinogradActivation::Kind::Clip;
+            act.kind = FusedActivation::Kind::Clip;
             act.min = static_cast<float>(p[0]);
             act.max = static_cast<float>(p[1]);
         } else {
@@ -280,7 +319,7 @@ private:
     bool has_residual_;
     dnnl::post_ops activation_;  // the node's activation, as a post-op
     dnnl::primitive_attr attr_;
-    std::optional<WinogradActivation> winograd_activation_;
+    std::optional<FusedActivation> fused_activation_;
     // When W is an initializer. Mutable: build() packs it in place while the constructor plans.
     mutable std::optional<PackedConstant> weights_;
     mutable std::optional<PackedConstant> winograd_weights_;  // W transformed, once needed

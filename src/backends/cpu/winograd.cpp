@@ -1,29 +1,19 @@
 #include "backends/cpu/winograd.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstring>
 #include <optional>
 #include <vector>
 
-// Vec values only pass between always-inlined functions, so the AVX-512 and baseline builds of
-// the transforms never exchange one by value: the ABI note does not apply.
-#pragma GCC diagnostic ignored "-Wpsabi"
+#include "backends/cpu/simd.hpp"
 
 namespace pyflame_rt::onednn {
 namespace {
 
-// 16 channels at a time: one AVX-512 register, or two AVX2 ones where that is all there is.
-constexpr int64_t kLanes = 16;
-using Vec = float __attribute__((vector_size(kLanes * sizeof(float))));
-
-[[gnu::always_inline]] inline Vec load(const float* p) {
-    Vec v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-[[gnu::always_inline]] inline void store(float* p, const Vec& v) { std::memcpy(p, &v, sizeof v); }
+using simd::kLanes;
+using simd::load;
+using simd::store;
+using simd::Vec;
 
 // The interpolation points are 0, -1, 1, 1/2, -2 (and infinity) rather than Lavin's 0, ±1, ±2:
 // the same cost, and about half the float32 error (Barabasz et al., "Error analysis and
@@ -83,9 +73,8 @@ struct Layout {
 
 // Y = act(Aᵀ M A + bias + Z) for tiles [first, last), all maps; writes only inside the image.
 [[gnu::always_inline]] inline void transform_output_body(const Layout& s, const float* m, const float* bias,
-                                                         const float* z, const WinogradActivation& act, float* y,
+                                                         const float* z, const FusedActivation& act, float* y,
                                                          int64_t first, int64_t last) {
-    const Vec zero = {}, low = zero + act.min, high = zero + act.max;
     for (int64_t t = first; t < last; ++t) {
         const int64_t n = t / (s.tiles_y * s.tiles_x), rest = t % (s.tiles_y * s.tiles_x);
         const int64_t y0 = (rest / s.tiles_x) * 4, x0 = (rest % s.tiles_x) * 4;
@@ -109,12 +98,7 @@ struct Layout {
                     const int64_t at = image + (yy * s.OW + xx) * s.K + k;
                     Vec value = o[j] + b;
                     if (z) value += load(z + at);
-                    if (act.kind == WinogradActivation::Kind::Relu) {
-                        value = value > zero ? value : zero;
-                    } else if (act.kind == WinogradActivation::Kind::Clip) {
-                        value = value < low ? low : value;
-                        value = value > high ? high : value;
-                    }
+                    value = simd::activate(act, value);
                     store(y + at, value);
                 }
             }
@@ -131,31 +115,13 @@ void transform_input_baseline(const Layout& s, const float* x, float* v, int64_t
     transform_input_body(s, x, v, first, last);
 }
 [[gnu::target("avx512f")]] void transform_output_avx512(const Layout& s, const float* m, const float* bias,
-                                                        const float* z, const WinogradActivation& act, float* y,
+                                                        const float* z, const FusedActivation& act, float* y,
                                                         int64_t first, int64_t last) {
     transform_output_body(s, m, bias, z, act, y, first, last);
 }
 void transform_output_baseline(const Layout& s, const float* m, const float* bias, const float* z,
-                               const WinogradActivation& act, float* y, int64_t first, int64_t last) {
+                               const FusedActivation& act, float* y, int64_t first, int64_t last) {
     transform_output_body(s, m, bias, z, act, y, first, last);
-}
-
-bool has_avx512() {
-    static const bool has = __builtin_cpu_supports("avx512f");
-    return has;
-}
-
-// Runs fn(first, last) over [0, n) split evenly across the OpenMP threads oneDNN uses too
-// (the session's budget, set by apply_thread_budget), so the transforms share its warm pool.
-template <typename Fn>
-void parallel_tiles(int64_t n, Fn&& fn) {
-    const int threads = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), n));
-    if (threads <= 1) return fn(int64_t{0}, n);
-#pragma omp parallel num_threads(threads)
-    {
-        const int64_t i = omp_get_thread_num(), count = omp_get_num_threads();
-        fn(n * i / count, n * (i + 1) / count);
-    }
 }
 
 }  // namespace
@@ -199,7 +165,7 @@ Tensor WinogradConv::transform_weights(const Tensor& weights) {
     return u;
 }
 
-WinogradConv::WinogradConv(const WinogradGeometry& g, PackedConstant& transformed_weights, WinogradActivation activation)
+WinogradConv::WinogradConv(const WinogradGeometry& g, PackedConstant& transformed_weights, FusedActivation activation)
     : g_(g), activation_(activation) {
     tiles_y_ = (g.out_height + 3) / 4;
     tiles_x_ = (g.out_width + 3) / 4;
@@ -234,14 +200,14 @@ void WinogradConv::run(dnnl::stream& stream, const float* x, const float* bias, 
     const dnnl::memory products = thread_memory(product_desc_, Buffer::Products);
     float* v = static_cast<float*>(transformed.get_data_handle());
     const float* m = static_cast<const float*>(products.get_data_handle());
-    const bool wide = has_avx512();
-    parallel_tiles(tiles_, [&](int64_t first, int64_t last) {
+    const bool wide = simd::has_avx512();
+    simd::parallel_range(tiles_, [&](int64_t first, int64_t last) {
         wide ? transform_input_avx512(s, x, v, first, last) : transform_input_baseline(s, x, v, first, last);
     });
     products_.execute(stream, {{DNNL_ARG_SRC, transformed}, {DNNL_ARG_WEIGHTS, packed_weights_},
                                {DNNL_ARG_DST, products}});
     stream.wait();
-    parallel_tiles(tiles_, [&](int64_t first, int64_t last) {
+    simd::parallel_range(tiles_, [&](int64_t first, int64_t last) {
         wide ? transform_output_avx512(s, m, bias, residual, activation_, y, first, last)
              : transform_output_baseline(s, m, bias, residual, activation_, y, first, last);
     });

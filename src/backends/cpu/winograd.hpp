@@ -26,12 +26,6 @@ struct WinogradGeometry {
     int64_t pad_top = 0, pad_left = 0;
 };
 
-// The element-wise activation applied as outputs are written (FusedConv's `activation`).
-struct WinogradActivation {
-    enum class Kind { None, Relu, Clip } kind = Kind::None;
-    float min = 0, max = 0;  // Clip's bounds
-};
-
 class WinogradConv {
 public:
     // Whether a convolution of this geometry, with 3x3 window, stride 1, dilation 1 and one
@@ -44,7 +38,7 @@ public:
 
     // `transformed_weights` holds transform_weights(W); it is packed (in place, the first
     // time) into the layout the products read.
-    WinogradConv(const WinogradGeometry& g, PackedConstant& transformed_weights, WinogradActivation activation);
+    WinogradConv(const WinogradGeometry& g, PackedConstant& transformed_weights, FusedActivation activation);
 
     // The channels-last layouts of X and Y that run() reads and writes.
     const dnnl::memory::desc& src_desc() const { return src_desc_; }
@@ -55,7 +49,7 @@ public:
 
 private:
     WinogradGeometry g_;
-    WinogradActivation activation_;
+    FusedActivation activation_;
     int64_t tiles_y_ = 0, tiles_x_ = 0, tiles_ = 0;
     dnnl::memory::desc src_desc_, dst_desc_, transformed_desc_, product_desc_;
     Step products_;
