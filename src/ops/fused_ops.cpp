@@ -5,6 +5,10 @@
 //   FusedMatMul(A, B, [bias])  = activation(MatMul(op(A), op(B)) + bias)   (bias: [N], any rank
 //                                of A; op: the last two axes swapped when transA / transB is 1)
 //   FusedGemm(A, B, [C])       = activation(Gemm(A, B, C))         (Gemm's attributes)
+//   InvertedResidual(X, W0, [B0], W1, [B1], W2, [B2], [Z]) = three FusedConvs in a row:
+//       project(depthwise(expand(X))) (+ Z), each part with its own attributes under a prefix
+//       (expand_activation, depthwise_strides, project_activation, ...). MobileNetV2's block:
+//       a backend runs it in row slabs, so the wide middle tensors never leave the cache.
 // Their reference kernels compose the reference kernels of the parts, so the math is defined
 // once; backends run them as one kernel (oneDNN: post-ops).
 #include <algorithm>
@@ -120,7 +124,72 @@ private:
     std::unique_ptr<OpKernel> main_, add_, activation_;
 };
 
+// The three FusedConv parts, each on the previous one's output.
+class InvertedResidualKernel final : public NodeKernel {
+public:
+    explicit InvertedResidualKernel(const KernelInfo& info) : NodeKernel(info.node) {
+        const OpSchema* fused_conv = OpTable::instance().find("FusedConv", "com.pyflame");
+        for (int p = 0; p < kInvertedResidualParts; ++p) {
+            parts_[p] = std::make_unique<Node>(inverted_residual_part(info.node, p));
+            std::vector<const Tensor*> constants{nullptr, info.constant_input(1 + 2 * p), info.constant_input(2 + 2 * p)};
+            if (p == 2) constants.push_back(info.constant_input(7));
+            kernels_[p] = fused_conv->reference_kernel(KernelInfo{*parts_[p], info.opset, constants});
+        }
+    }
+
+    void compute(KernelContext& ctx) const override {
+        Tensor value;
+        for (int p = 0; p < kInvertedResidualParts; ++p) {
+            KernelContext step;
+            step.num_threads = ctx.num_threads;
+            step.inputs = {p == 0 ? &ctx.input(0) : &value, &ctx.input(1 + 2 * p),
+                           ctx.has_input(2 + 2 * p) ? &ctx.input(2 + 2 * p) : nullptr};
+            if (p == 2 && ctx.has_input(7)) step.inputs.push_back(&ctx.input(7));
+            step.outputs.resize(1);
+            kernels_[p]->compute(step);
+            value = std::move(step.outputs[0]);
+        }
+        ctx.outputs[0] = std::move(value);
+    }
+
+private:
+    std::unique_ptr<Node> parts_[kInvertedResidualParts];  // the kernels hold references to them
+    std::unique_ptr<OpKernel> kernels_[kInvertedResidualParts];
+};
+
+// Conv's shape inference through the three parts.
+ShapeInferenceFn inverted_residual_infer(ShapeInferenceFn conv_infer) {
+    return [conv_infer](InferenceContext& ctx) {
+        std::optional<TensorInfo> value = ctx.inputs.empty() ? std::nullopt : ctx.inputs[0];
+        for (int p = 0; p < kInvertedResidualParts; ++p) {
+            const Node part = inverted_residual_part(ctx.node, p);
+            auto input = [&](size_t i) { return i < ctx.inputs.size() ? ctx.inputs[i] : std::nullopt; };
+            InferenceContext step{part, ctx.opset, {value, input(1 + 2 * p), input(2 + 2 * p)},
+                                  {nullptr, ctx.constant(1 + 2 * p), ctx.constant(2 + 2 * p)}, {}};
+            conv_infer(step);
+            value = step.outputs.empty() ? std::nullopt : step.outputs[0];
+            if (!value) return;
+        }
+        ctx.outputs = {value};
+    };
+}
+
 }  // namespace
+
+const char* const kInvertedResidualPartNames[kInvertedResidualParts] = {"expand", "depthwise", "project"};
+
+Node inverted_residual_part(const Node& node, int part) {
+    const std::vector<std::string>& in = node.inputs();
+    auto input = [&](size_t i) { return i < in.size() ? in[i] : std::string(); };
+    std::vector<std::string> inputs{part == 0 ? input(0) : "x", input(1 + 2 * part), input(2 + 2 * part)};
+    if (part == 2 && !input(7).empty()) inputs.push_back(input(7));
+    const std::string part_name = kInvertedResidualPartNames[part], prefix = part_name + "_";
+    Node conv("FusedConv", node.name() + "/" + part_name, inputs, {"y"});
+    conv.set_domain("com.pyflame");
+    for (const auto& [name, value] : node.attributes())
+        if (name.compare(0, prefix.size(), prefix) == 0) conv.set_attribute(name.substr(prefix.size()), value);
+    return conv;
+}
 
 void register_fused_ops(OpTable& table) {
     auto fused = [&](const char* name, const char* main_op, int min_inputs, int max_inputs, size_t main_inputs,
@@ -158,6 +227,9 @@ void register_fused_ops(OpTable& table) {
         };
     fused("FusedMatMul", "MatMul", 2, 3, 2, 2, matmul_infer);
     fused("FusedGemm", "Gemm", 2, 3, 3, 99, gemm ? gemm->infer : ShapeInferenceFn{});
+    table.add(OpSchema{"InvertedResidual", "com.pyflame", 1, 6, 8, 1, 1,
+                       conv && conv->infer ? inverted_residual_infer(conv->infer) : ShapeInferenceFn{},
+                       [](const KernelInfo& info) { return std::make_unique<InvertedResidualKernel>(info); }});
 }
 
 }  // namespace pyflame_rt::ops

@@ -168,6 +168,13 @@ void register_sequence_ops(OpTable& table);
 void register_control_flow_ops(OpTable& table);
 void register_misc_ops(OpTable& table);
 void register_fused_ops(OpTable& table);  // fused_ops.cpp: operators the optimizer creates
+
+// InvertedResidual's convolution `part` (0 expand, 1 depthwise, 2 project) as the FusedConv
+// node it was made of: inputs (x, W, B[, Z]) under the fused node's names, attributes without
+// their part's prefix (its name and "_": expand_activation). Defined in fused_ops.cpp.
+constexpr int kInvertedResidualParts = 3;
+extern const char* const kInvertedResidualPartNames[kInvertedResidualParts];
+Node inverted_residual_part(const Node& node, int part);
 void register_fused_quant_ops(OpTable& table);  // fused_quant_ops.cpp: the same for int8 graphs
 void register_attention_ops(OpTable& table);  // attention_op.cpp: com.pyflame FusedAttention
 

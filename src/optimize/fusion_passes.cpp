@@ -2,6 +2,7 @@
 #include <cmath>
 #include <unordered_set>
 
+#include "ops/op.hpp"
 #include "optimize/passes.hpp"
 #include "optimize/rewrite.hpp"
 #include "pyflame_rt/quantization/float16.hpp"
@@ -231,6 +232,84 @@ protected:
 
 };
 
+// MobileNetV2's inverted residual block: a 1x1 convolution widening the channels, a depthwise
+// 3x3 one, and a 1x1 one narrowing them again (+ a residual) becomes one InvertedResidual node
+// (com.pyflame), which a backend runs in row slabs: the wide middle tensors, 6x the block's input
+// and output, then never leave the cache. Matched where the CPU kernel runs it: float32
+// constant weights, 16k middle channels, depthwise stride 1 or 2, activations Relu, Clip or none.
+class FuseInvertedResidual : public NodeRewritePass {
+public:
+    std::string name() const override { return "fuse_inverted_residual"; }
+    int level() const override { return 2; }
+
+protected:
+    bool try_rewrite(Graph& graph, const GraphUses& uses, const std::shared_ptr<Node>& expand,
+                     PassResult& r) const override {
+        if (!plain_conv(graph, uses, *expand, 1) || expand->has_input(3)) return false;
+        const Node* depthwise = sole_consumer(graph, uses, expand->outputs()[0]);
+        if (!depthwise || !plain_conv(graph, uses, *depthwise, 3) || depthwise->has_input(3) ||
+            depthwise->inputs()[0] != expand->outputs()[0])
+            return false;
+        const Node* project = sole_consumer(graph, uses, depthwise->outputs()[0]);
+        if (!project || !plain_conv(graph, uses, *project, 1) || project->inputs()[0] != depthwise->outputs()[0]) return false;
+        const int64_t middle = graph.get_initializer(expand->inputs()[1]).shape()[0];
+        const std::vector<int64_t> dw_shape = graph.get_initializer(depthwise->inputs()[1]).shape();
+        if (middle % 16 != 0 || dw_shape[0] != middle || dw_shape[1] != 1 ||
+            depthwise->get_attribute<int64_t>("group", 1) != middle ||
+            graph.get_initializer(project->inputs()[1]).shape()[1] != middle)
+            return false;
+        const std::vector<int64_t> strides = depthwise->get_attribute<std::vector<int64_t>>("strides", {1, 1});
+        if (strides.size() != 2 || strides[0] != strides[1] || (strides[0] != 1 && strides[0] != 2)) return false;
+
+        auto block = std::make_shared<Node>("InvertedResidual", unique_name(graph, expand->name() + "/inverted_residual"),
+                                            std::vector<std::string>{expand->inputs()[0]}, project->outputs());
+        block->set_domain("com.pyflame");
+        const Node* parts[] = {expand.get(), depthwise, project};
+        for (int p = 0; p < ops::kInvertedResidualParts; ++p) {
+            const std::vector<std::string>& in = parts[p]->inputs();
+            block->set_input(1 + 2 * p, in[1]);
+            block->set_input(2 + 2 * p, in.size() > 2 ? in[2] : std::string());
+            for (const auto& [k, v] : parts[p]->attributes())
+                block->set_attribute(std::string(ops::kInvertedResidualPartNames[p]) + "_" + k, v);
+        }
+        if (project->has_input(3)) block->set_input(7, project->inputs()[3]);
+        std::vector<std::shared_ptr<Node>> nodes;
+        for (const auto& n : graph.nodes()) {
+            if (n.get() == project) nodes.push_back(block);
+            else if (n.get() != expand.get() && n.get() != depthwise) nodes.push_back(n);
+        }
+        graph.set_nodes(std::move(nodes));
+        graph.opset_imports().emplace("com.pyflame", 1);
+        r.nodes_fused += 2;
+        return true;
+    }
+
+private:
+    // A 2-D Conv/FusedConv with a k x k window on float32 constant weights (and bias), no
+    // dilation or automatic pads, pads of k / 2 (1x1: none, at stride 1), and an activation
+    // the kernel applies (Relu, Clip or none).
+    static bool plain_conv(const Graph& graph, const GraphUses& uses, const Node& conv, int64_t k) {
+        if ((!is_conv(conv) && !is_fused_conv(conv)) || conv.inputs().size() < 2 ||
+            !is_f32_constant(uses, graph, conv.inputs()[1]) ||
+            (conv.has_input(2) && !is_f32_constant(uses, graph, conv.inputs()[2])))
+            return false;
+        const Tensor& w = graph.get_initializer(conv.inputs()[1]);
+        if (w.ndim() != 4 || w.shape()[2] != k || w.shape()[3] != k) return false;
+        if (conv.has_input(2) && graph.get_initializer(conv.inputs()[2]).shape() != std::vector<int64_t>{w.shape()[0]})
+            return false;
+        if (conv.get_attribute<std::string>("auto_pad", "NOTSET") != "NOTSET" ||
+            conv.get_attribute<std::vector<int64_t>>("dilations", {1, 1}) != std::vector<int64_t>{1, 1} ||
+            conv.get_attribute<std::vector<int64_t>>("pads", {0, 0, 0, 0}) != std::vector<int64_t>(4, k / 2))
+            return false;
+        if (k == 1 && (conv.get_attribute<int64_t>("group", 1) != 1 ||
+                       conv.get_attribute<std::vector<int64_t>>("strides", {1, 1}) != std::vector<int64_t>{1, 1}))
+            return false;
+        const std::string act = conv.get_attribute<std::string>("activation", "");
+        return act.empty() || act == "Relu" ||
+               (act == "Clip" && conv.get_attribute<std::vector<double>>("activation_params", {}).size() == 2);
+    }
+};
+
 // x * 0.5 * (1 + erf(x / sqrt(2))) as torch exports it — Div(x, sqrt 2) -> Erf -> Add(1) ->
 // Mul(x) -> Mul(0.5) — becomes one Gelu node (one vectorized pass instead of five).
 class FuseGelu : public NodeRewritePass {
@@ -388,6 +467,7 @@ void add_fusion_passes(std::vector<std::unique_ptr<GraphPass>>& passes) {
     passes.push_back(std::make_unique<MatMulAddToGemm>());
     passes.push_back(std::make_unique<FuseConvAdd>());         // after Conv+BN folding
     passes.push_back(std::make_unique<FuseConvActivation>());  // after the residual add
+    passes.push_back(std::make_unique<FuseInvertedResidual>());  // after both
     passes.push_back(std::make_unique<FuseGelu>());
     passes.push_back(std::make_unique<FuseSilu>());
     passes.push_back(std::make_unique<FuseMatMulBias>());        // after MatMul+Add to Gemm (rank 2)

@@ -370,3 +370,61 @@ def test_matmul_bias_activation_fusion_matches_torch(tmp_path):
               f"np.save({str(tmp_path / 'y.npy')!r}, rt.InferenceSession({str(tmp_path / 'proj.pfm')!r}).run(None, {{'x': x}})[0])")
     subprocess.run([sys.executable, "-c", script], check=True, env=dict(os.environ, PYFLAME_RT_ONEDNN="0"))
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)
+
+
+class MobileBlocks(torch.nn.Module):
+    """MobileNetV2's stem and inverted residual blocks (torchvision's own): stride 2 and 1, with
+    and without the residual, and one without an expand convolution (not fused)."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models.mobilenetv2 import InvertedResidual
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, 2, 1, bias=False), torch.nn.BatchNorm2d(16),
+                                        torch.nn.ReLU6())
+        self.blocks = torch.nn.Sequential(InvertedResidual(16, 16, 1, 1), InvertedResidual(16, 24, 2, 6),
+                                          InvertedResidual(24, 24, 1, 6), InvertedResidual(24, 32, 2, 6))
+
+    def forward(self, x):
+        return self.blocks(self.stem(x))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_inverted_residual_fusion_matches_torch(tmp_path, threads):
+    """Expand -> depthwise -> project (+ residual) becomes one InvertedResidual node. The CPU
+    kernel runs it in row slabs (an image tall enough for several per thread, sliding the window
+    rows from one slab to the next, at strides 2 and 1), and its reference kernel composes
+    FusedConv's: both match torch, batch 1 and 3, and the fused graph saves and loads; the
+    weights the kernel packed at creation read back unchanged."""
+    import os
+    import subprocess
+    torch.manual_seed(13)
+    model = MobileBlocks().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "mobile.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3, 130, 126),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
+    graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
+    results = rt.PassManager().run(graph, level=2)
+    assert sum(r.nodes_fused for r in results if r.pass_name == "fuse_inverted_residual") == 6
+    assert [n.op_type for n in graph.nodes] == ["FusedConv"] * 3 + ["InvertedResidual"] * 3
+    rt.save_model(graph, str(tmp_path / "mobile.pfm"))
+    x = np.random.default_rng(14).standard_normal((3, 3, 130, 126)).astype(np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    opts = rt.SessionOptions()
+    opts.num_threads = threads
+    session = rt.InferenceSession(str(tmp_path / "mobile.pfm"), opts)
+    for n in (1, 3):
+        np.testing.assert_allclose(session.run(None, {"x": x[:n]})[0], expected[:n], rtol=1e-4, atol=1e-4)
+    # The 1x1 weights the kernel keeps packed read back bit for bit.
+    for name, value in graph.initializers.items():
+        np.testing.assert_array_equal(session.graph.initializers[name], value)
+    np.save(tmp_path / "x.npy", x)
+    script = (f"import numpy as np, pyflame_rt as rt; x = np.load({str(tmp_path / 'x.npy')!r}); "
+              f"np.save({str(tmp_path / 'y.npy')!r}, rt.InferenceSession({str(tmp_path / 'mobile.pfm')!r}).run(None, {{'x': x}})[0])")
+    subprocess.run([sys.executable, "-c", script], check=True, env=dict(os.environ, PYFLAME_RT_ONEDNN="0"))
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-4)

@@ -55,48 +55,53 @@ template <int kStride, int kCount, bool kChecked>
     }
 }
 
-// Output rows [first, last) of all images (row r is image r / OH, row r % OH). Each group of
-// columns is done for all channels before the next: X is then read in address order (a
-// channel-block-outer order re-fetched wide rows from L2 once per block).
+// One output row, all channels. Each group of columns is done for all channels before the
+// next: X is then read in address order (a channel-block-outer order re-fetched wide rows from
+// L2 once per block).
 template <int kStride>
-[[gnu::always_inline]] inline void rows_body(const Layout& s, const float* x, const float* taps, const float* zero_row,
-                                             const float* bias, const float* z, const FusedActivation& act, float* y,
-                                             int64_t first, int64_t last) {
+[[gnu::always_inline]] inline void row_body(const Layout& s, const Row& row, const float* taps, const float* bias,
+                                            const FusedActivation& act) {
     const int64_t C = s.C;
-    for (int64_t r = first; r < last; ++r) {
-        const int64_t n = r / s.OH, oh = r % s.OH;
-        const float* image = x + n * s.H * s.W * C;
-        Row row{{}, zero_row, y + r * s.OW * C, z ? z + r * s.OW * C : nullptr};
-        for (int kh = 0; kh < 3; ++kh) {
-            const int64_t ih = oh * kStride - s.pad_top + kh;
-            row.in[kh] = ih >= 0 && ih < s.H ? image + ih * s.row : nullptr;
-        }
-        int64_t ow = 0;
-        for (; ow < s.interior_first; ++ow)
-            for (int64_t c = 0; c < C; c += kLanes) columns<kStride, 1, true>(s, row, taps, bias, act, ow, c);
-        // Four columns at a time: neighbouring outputs share input columns (loaded once).
-        for (; ow + 4 <= s.interior_last; ow += 4)
-            for (int64_t c = 0; c < C; c += kLanes) columns<kStride, 4, false>(s, row, taps, bias, act, ow, c);
-        for (; ow < s.interior_last; ++ow)
-            for (int64_t c = 0; c < C; c += kLanes) columns<kStride, 1, false>(s, row, taps, bias, act, ow, c);
-        for (; ow < s.OW; ++ow)
-            for (int64_t c = 0; c < C; c += kLanes) columns<kStride, 1, true>(s, row, taps, bias, act, ow, c);
-    }
+    int64_t ow = 0;
+    for (; ow < s.interior_first; ++ow)
+        for (int64_t c = 0; c < C; c += kLanes) columns<kStride, 1, true>(s, row, taps, bias, act, ow, c);
+    // Four columns at a time: neighbouring outputs share input columns (loaded once).
+    for (; ow + 4 <= s.interior_last; ow += 4)
+        for (int64_t c = 0; c < C; c += kLanes) columns<kStride, 4, false>(s, row, taps, bias, act, ow, c);
+    for (; ow < s.interior_last; ++ow)
+        for (int64_t c = 0; c < C; c += kLanes) columns<kStride, 1, false>(s, row, taps, bias, act, ow, c);
+    for (; ow < s.OW; ++ow)
+        for (int64_t c = 0; c < C; c += kLanes) columns<kStride, 1, true>(s, row, taps, bias, act, ow, c);
 }
 
-using RowsFn = void (*)(const Layout&, const float*, const float*, const float*, const float*, const float*,
-                        const FusedActivation&, float*, int64_t, int64_t);
+using RowFn = void (*)(const Layout&, const Row&, const float*, const float*, const FusedActivation&);
 
 template <int kStride>
-[[gnu::target("avx512f")]] void rows_avx512(const Layout& s, const float* x, const float* taps, const float* zero_row,
-                                            const float* bias, const float* z, const FusedActivation& act, float* y,
-                                            int64_t first, int64_t last) {
-    rows_body<kStride>(s, x, taps, zero_row, bias, z, act, y, first, last);
+[[gnu::target("avx512f")]] void row_avx512(const Layout& s, const Row& row, const float* taps, const float* bias,
+                                           const FusedActivation& act) {
+    row_body<kStride>(s, row, taps, bias, act);
 }
 template <int kStride>
-void rows_baseline(const Layout& s, const float* x, const float* taps, const float* zero_row, const float* bias,
-                   const float* z, const FusedActivation& act, float* y, int64_t first, int64_t last) {
-    rows_body<kStride>(s, x, taps, zero_row, bias, z, act, y, first, last);
+void row_baseline(const Layout& s, const Row& row, const float* taps, const float* bias, const FusedActivation& act) {
+    row_body<kStride>(s, row, taps, bias, act);
+}
+
+RowFn row_function(int64_t stride) {
+    const bool wide = simd::has_avx512();
+    return stride == 1 ? (wide ? row_avx512<1> : row_baseline<1>) : (wide ? row_avx512<2> : row_baseline<2>);
+}
+
+Layout layout_of(const DepthwiseGeometry& g, bool x_blocked) {
+    Layout s{g.height, g.width, g.channels, g.out_height, g.out_width, g.pad_top, g.pad_left, 0, 0, 0, 0, 0};
+    s.pixel = x_blocked ? kLanes : s.C;
+    s.row = s.W * s.pixel;
+    s.block = x_blocked ? s.H * s.W : 1;
+    // ow is interior when ow*stride - pad_left >= 0 and ow*stride - pad_left + 2 < W.
+    s.interior_first = std::min(s.OW, (s.pad_left + g.stride - 1) / g.stride);
+    const int64_t last_start = s.W - 3 + s.pad_left;
+    s.interior_last = last_start < 0 ? 0 : std::min(s.OW, last_start / g.stride + 1);
+    s.interior_last = std::max(s.interior_last, s.interior_first);
+    return s;
 }
 
 }  // namespace
@@ -119,21 +124,26 @@ DepthwiseConv::DepthwiseConv(const DepthwiseGeometry& g, const Tensor& weights, 
 }
 
 void DepthwiseConv::run(const float* x, bool x_blocked, const float* bias, const float* residual, float* y) const {
-    Layout s{g_.height, g_.width, g_.channels, g_.out_height, g_.out_width, g_.pad_top, g_.pad_left, 0, 0, 0, 0, 0};
-    s.pixel = x_blocked ? kLanes : s.C;
-    s.row = s.W * s.pixel;
-    s.block = x_blocked ? s.H * s.W : 1;
-    // ow is interior when ow*stride - pad_left >= 0 and ow*stride - pad_left + 2 < W.
-    s.interior_first = std::min(s.OW, (s.pad_left + g_.stride - 1) / g_.stride);
-    const int64_t last_start = s.W - 3 + s.pad_left;
-    s.interior_last = last_start < 0 ? 0 : std::min(s.OW, last_start / g_.stride + 1);
-    s.interior_last = std::max(s.interior_last, s.interior_first);
-    const bool wide = simd::has_avx512();
-    const RowsFn rows = g_.stride == 1 ? (wide ? rows_avx512<1> : rows_baseline<1>)
-                                       : (wide ? rows_avx512<2> : rows_baseline<2>);
+    const Layout s = layout_of(g_, x_blocked);
+    const RowFn row_fn = row_function(g_.stride);
     simd::parallel_range(g_.batch * g_.out_height, [&](int64_t first, int64_t last) {
-        rows(s, x, taps_.data(), zero_row_.data(), bias, residual, activation_, y, first, last);
+        for (int64_t r = first; r < last; ++r) {
+            const int64_t n = r / s.OH, oh = r % s.OH;
+            const float* image = x + n * s.H * s.W * s.C;
+            Row row{{}, zero_row_.data(), y + r * s.OW * s.C, residual ? residual + r * s.OW * s.C : nullptr};
+            for (int kh = 0; kh < 3; ++kh) {
+                const int64_t ih = oh * g_.stride - s.pad_top + kh;
+                row.in[kh] = ih >= 0 && ih < s.H ? image + ih * s.row : nullptr;
+            }
+            row_fn(s, row, taps_.data(), bias, activation_);
+        }
     });
+}
+
+void DepthwiseConv::run_row(const float* const in[3], const float* bias, float* out) const {
+    const Layout s = layout_of(g_, false);
+    const Row row{{in[0], in[1], in[2]}, zero_row_.data(), out, nullptr};
+    row_function(g_.stride)(s, row, taps_.data(), bias, activation_);
 }
 
 }  // namespace pyflame_rt::onednn

@@ -39,6 +39,10 @@ public:
     // `x_blocked`; bias and residual (in dst_desc()) may be null.
     void run(const float* x, bool x_blocked, const float* bias, const float* residual, float* y) const;
 
+    // One output row (OW x C, channels-last) from the three input rows the window covers
+    // (W x C each; nullptr for a row above or below the image), on the calling thread.
+    void run_row(const float* const in[3], const float* bias, float* out) const;
+
 private:
     DepthwiseGeometry g_;
     FusedActivation activation_;

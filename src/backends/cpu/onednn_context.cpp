@@ -1,5 +1,7 @@
 #include "backends/cpu/onednn_context.hpp"
 
+#include <algorithm>
+
 #include <omp.h>
 
 #include <array>
@@ -17,6 +19,7 @@ void register_onednn_kernels(std::map<std::string, ops::KernelFactory>& kernels)
     // Cheap: the engine is only looked for when a factory first runs.
     onednn::add_conv_kernels(kernels);
     onednn::add_matmul_kernels(kernels);
+    onednn::add_inverted_residual_kernel(kernels);
     onednn::add_pool_kernels(kernels);
     onednn::add_eltwise_kernels(kernels);
     onednn::add_norm_kernels(kernels);
@@ -97,6 +100,32 @@ dnnl::memory memory_over(const dnnl::memory::desc& md, const void* data) {
     return memory;
 }
 
+dnnl::memory slab_memory(const dnnl::memory::desc& md, int slot, const void* data) {
+    struct Key {
+        const void* desc;
+        int slot;
+        bool operator==(const Key& o) const { return desc == o.desc && slot == o.slot; }
+    };
+    struct KeyHash {
+        size_t operator()(const Key& k) const { return std::hash<const void*>()(k.desc) * 31 + static_cast<size_t>(k.slot); }
+    };
+    struct Cached {
+        dnnl::memory::desc desc;  // keeps the layout object (the key) alive
+        dnnl::memory memory;
+    };
+    constexpr size_t kMaxCached = 1024;
+    thread_local std::unordered_map<Key, Cached, KeyHash> cache;
+    const Key key{md.get(), slot};
+    auto it = cache.find(key);
+    if (it == cache.end()) {
+        if (cache.size() >= kMaxCached) cache.clear();
+        it = cache.emplace(key, Cached{md, dnnl::memory(md, *cpu_engine(), const_cast<void*>(data))}).first;
+    } else {
+        it->second.memory.set_data_handle(const_cast<void*>(data));
+    }
+    return it->second.memory;
+}
+
 dnnl::primitive_attr base_attr() {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -146,6 +175,24 @@ ConvGeometry conv_geometry(const ops::WindowAttributes& window, int64_t group, c
         g.weight_dims.insert(g.weight_dims.begin(), group);
     }
     return g;
+}
+
+std::optional<FusedActivation> fused_activation_of(const Node& node) {
+    FusedActivation act;
+    if (!node.has_attribute("activation")) return act;
+    const std::string op = node.get_attribute<std::string>("activation");
+    if (op == "Relu") {
+        act.kind = FusedActivation::Kind::Relu;
+    } else if (op == "Clip") {
+        const std::vector<double> p = node.get_attribute<std::vector<double>>("activation_params", {});
+        if (p.size() != 2) return std::nullopt;
+        act.kind = FusedActivation::Kind::Clip;
+        act.min = static_cast<float>(p[0]);
+        act.max = static_cast<float>(p[1]);
+    } else {
+        return std::nullopt;
+    }
+    return act;
 }
 
 void append_activation(dnnl::post_ops& ops, const Node& node) {
@@ -341,10 +388,18 @@ bool PackedConstant::prepack(const dnnl::memory::desc& plain, const dnnl::memory
     const std::vector<int64_t>& shape = value_.shape();
     dnnl::memory::desc stored;  // the packed layout over the value's own dims
     if (Dims(shape.begin(), shape.end()) == dims) stored = packed;
-    else if (shape.size() == 2 && dims.size() == 2 && shape[0] == dims[1] && shape[1] == dims[0])
+    else if (shape.size() >= 2 && dims.size() == 2 && shape[0] == dims[1] && shape[1] == dims[0] &&
+             std::all_of(shape.begin() + 2, shape.end(), [](int64_t d) { return d == 1; })) {
+        // A 2-D value read transposed; or a 1x1 convolution's (N, K, 1, 1) weights read as [K, N].
         stored = packed.permute_axes({1, 0});
-    else
+        if (shape.size() > 2) try {
+                stored = stored.reshape(Dims(shape.begin(), shape.end()));
+            } catch (const dnnl::error&) {
+                return false;  // a layout oneDNN cannot give the unit axes
+            }
+    } else {
         return false;
+    }
     Tensor copy(shape, DType::Float32, std::make_shared<OneDnnLayout>(stored));
     dnnl::stream& stream = thread_stream();
     make_reorder(plain, packed)

@@ -53,6 +53,10 @@ dnnl::memory::desc any_desc(const Dims& dims, dnnl::memory::data_type type = dnn
 // per thread for the pair: callers must not re-point it (set_data_handle), and should pass
 // layouts that live across runs (an entry's), not ones made per call.
 dnnl::memory memory_over(const dnnl::memory::desc& md, const void* data);
+// A memory object of layout `md` over `data` for a primitive run on many sub-blocks of one
+// buffer (row slabs), where memory_over would keep an object per address: one object per
+// thread, layout object and argument `slot`, re-pointed on each call (valid until the next).
+dnnl::memory slab_memory(const dnnl::memory::desc& md, int slot, const void* data);
 // Attributes every primitive here is created with (user-provided scratchpad).
 dnnl::primitive_attr base_attr();
 
@@ -60,8 +64,9 @@ dnnl::primitive_attr base_attr();
 // tensors and scratchpads cost no allocation and no fresh page faults on each run. A buffer is
 // valid until the same thread asks for the same role again; CPU primitives finish before
 // execute() returns, so one call's steps can reuse a role one after the other.
-// Transformed and Products are Winograd's transformed input and its 36 products.
-enum class Buffer { Src, Weights, Bias, Dst, Residual, Scratchpad, Transformed, Products, Count };
+// Transformed and Products are Winograd's transformed input and its 36 products; Expanded and
+// Depthwise, an inverted residual block's middle rows.
+enum class Buffer { Src, Weights, Bias, Dst, Residual, Scratchpad, Transformed, Products, Expanded, Depthwise, Count };
 dnnl::memory thread_memory(const dnnl::memory::desc& md, Buffer role);
 
 // The calling thread's stream on the CPU engine. A CPU stream runs each primitive within
@@ -212,7 +217,8 @@ public:
     // Packs the value now into `packed` (the layout a primitive will ask for) and keeps only
     // that copy, as a tensor of the value's shape in a backend layout (prepacked()): the
     // initializer's own storage can then be freed. `plain` must describe the value as it lies,
-    // in `packed`'s dims: row-major, or a 2-D value read transposed. False when it does not.
+    // in `packed`'s dims: row-major, or a 2-D value (or (N, K, 1, 1) weights) read transposed.
+    // False when it does not.
     bool prepack(const dnnl::memory::desc& plain, const dnnl::memory::desc& packed);
     const Tensor* prepacked() const { return prepacked_ ? &value_ : nullptr; }
     // The value row-major (a fresh copy when prepacked).
@@ -231,6 +237,8 @@ struct FusedActivation {
     enum class Kind { None, Relu, Clip } kind = Kind::None;
     float min = 0, max = 0;  // Clip's bounds
 };
+// A node's activation as the hand-written kernels apply it; nothing when it has one they do not.
+std::optional<FusedActivation> fused_activation_of(const Node& node);
 
 // A convolution's oneDNN geometry for one input shape, with pads resolved as the reference
 // kernel does (auto_pad included; a window that does not fit throws its ValidationError):
@@ -277,6 +285,7 @@ ops::KernelFactory factory(const std::string& op_type, const std::string& domain
 // Each family's factories (onednn_conv.cpp, onednn_matmul.cpp, onednn_pool.cpp).
 void add_conv_kernels(std::map<std::string, ops::KernelFactory>& kernels);
 void add_matmul_kernels(std::map<std::string, ops::KernelFactory>& kernels);
+void add_inverted_residual_kernel(std::map<std::string, ops::KernelFactory>& kernels);  // inverted_residual.cpp
 void add_pool_kernels(std::map<std::string, ops::KernelFactory>& kernels);
 void add_eltwise_kernels(std::map<std::string, ops::KernelFactory>& kernels);  // onednn_eltwise.cpp
 void add_norm_kernels(std::map<std::string, ops::KernelFactory>& kernels);     // onednn_norm.cpp

@@ -39,7 +39,7 @@ public:
           has_residual_(info.node.has_input(3)),
           activation_(activation_of(info.node)),
           attr_(post_ops_attr()),
-          fused_activation_(fused_activation(info.node)) {
+          fused_activation_(fused_activation_of(info.node)) {
         const Tensor* w = float_constant(info, 1);
         if (!w) return;
         weights_.emplace(*w);
@@ -266,26 +266,6 @@ private:
         geometry.pad_left = g.pad_begin[1];
         if (!WinogradConv::pays(geometry)) return std::nullopt;
         return geometry;
-    }
-
-    // FusedConv's activation as the hand-written kernels apply it; nothing when it has one
-    // they do not.
-    static std::optional<FusedActivation> fused_activation(const Node& node) {
-        FusedActivation act;
-        if (!node.has_attribute("activation")) return act;
-        const std::string op = node.get_attribute<std::string>("activation");
-        if (op == "Relu") {
-            act.kind = FusedActivation::Kind::Relu;
-        } else if (op == "Clip") {
-            const std::vector<double> p = node.get_attribute<std::vector<double>>("activation_params", {});
-            if (p.size() != 2) return std::nullopt;
-            act.kind = FusedActivation::Kind::Clip;
-            act.min = static_cast<float>(p[0]);
-            act.max = static_cast<float>(p[1]);
-        } else {
-            return std::nullopt;
-        }
-        return act;
     }
 
     // FusedConv's residual and activation (eltwise) as post-ops, in that order: applied as each
