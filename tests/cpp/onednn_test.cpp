@@ -325,131 +325,125 @@ void expect_close_to_scale(const Tensor& actual, const Tensor& expected, float s
     }
 }
 
-struct FusedConvCase {
+// One FusedConv with a 3x3 window (Clip's bounds: -0.5, 0.75).
+struct FusedConv3x3 {
     Shape64 x;
-    int64_t maps;
-    Shape64 pads;                   // begins then ends
-    std::string activation;         // FusedConv's, "" for none
-    bool residual = false, bias = true;
-    int64_t stride = 1;
-    bool winograd = true;           // whether the kernel runs it as a Winograd convolution
+    int64_t maps, group;
+    Shape64 pads;            // begins then ends
+    std::string activation;  // "" for none
+    bool residual, bias;
+    int64_t stride;
 };
+
+// Runs `c` on the kernel the CPU backend makes for it and checks it against the exact
+// convolution (+ residual, activation): per element, or with `to_scale` within 1e-5 of the
+// largest output before the activation (Winograd's error grows with the layer, not the element).
+// Returns the output shape.
+Shape64 check_fused_conv(const FusedConv3x3& c, bool to_scale, uint32_t& seed, const std::string& what) {
+    Window win;
+    win.kernel = {3, 3};
+    win.pads = c.pads;
+    win.strides = {c.stride, c.stride};
+    const Tensor x = random_tensor(c.x, seed++), w = random_tensor({c.maps, c.x[1] / c.group, 3, 3}, seed++),
+                 b = random_tensor({c.maps}, seed++);
+    Tensor expected = naive_conv(x, w, c.bias ? &b : nullptr, win, c.group);
+    Node node("FusedConv", "conv", {"x", "w", c.bias ? "b" : "", c.residual ? "z" : ""}, {"y"});
+    node.set_domain("com.pyflame");
+    node.set_attribute("kernel_shape", Shape64{3, 3});
+    node.set_attribute("group", c.group);
+    node.set_attribute("pads", c.pads);
+    node.set_attribute("strides", Shape64{c.stride, c.stride});
+    if (!c.activation.empty()) node.set_attribute("activation", c.activation);
+    if (c.activation == "Clip") node.set_attribute("activation_params", std::vector<double>{-0.5, 0.75});
+    const auto kernel = factories().at("com.pyflame::FusedConv")(KernelInfo{node, 17, {nullptr, &w, nullptr, nullptr}});
+    const Tensor z = random_tensor(expected.shape(), seed++);
+    std::vector<const Tensor*> inputs{&x, &w, c.bias ? &b : nullptr};
+    if (c.residual) inputs.push_back(&z);
+    float* e = expected.data_ptr<float>();
+    float scale = 0;
+    for (int64_t i = 0; i < expected.num_elements(); ++i) {
+        if (c.residual) e[i] += z.data_ptr<float>()[i];
+        scale = std::max(scale, std::fabs(e[i]));
+        if (c.activation == "Relu") e[i] = std::max(e[i], 0.0f);
+        if (c.activation == "Clip") e[i] = std::min(std::max(e[i], -0.5f), 0.75f);
+    }
+    const Tensor y = run(*kernel, inputs)[0];
+    if (to_scale) expect_close_to_scale(y, expected, scale, 1e-5f, what);
+    else expect_close(y, expected, what);
+    return expected.shape();
+}
+
+// The sizes the hand-written kernels' geometries start from (pads as the window's begins).
+onednn::Conv2dSizes sizes_of(const FusedConv3x3& c, const Shape64& out) {
+    onednn::Conv2dSizes s;
+    s.batch = c.x[0], s.channels = c.x[1], s.height = c.x[2], s.width = c.x[3];
+    s.out_height = out[2], s.out_width = out[3], s.pad_top = c.pads[0], s.pad_left = c.pads[1];
+    return s;
+}
+
+std::string describe(const FusedConv3x3& c) {
+    return " x" + str(c.x) + " maps " + std::to_string(c.maps) + " group " + std::to_string(c.group) + " stride " +
+           std::to_string(c.stride) + " pads" + str(c.pads) + " " + c.activation + (c.residual ? " residual" : "") +
+           (c.bias ? "" : " no bias");
+}
 
 // FusedConv (residual and activation fused) on both paths: Winograd (3x3, stride 1, 16 tiles or
 // more) and oneDNN's direct kernel (a binary-add post-op reading the residual).
 TEST(OneDnnConv, FusedConvMatchesTheOnnxDefinition) {
     if (!have_engine()) GTEST_SKIP() << "oneDNN has no CPU engine here: the reference kernels run";
-    const std::vector<FusedConvCase> cases = {
-        {{1, 64, 16, 16}, 64, {1, 1, 1, 1}, "Relu"},             // a ResNet layer: 16 tiles
-        {{3, 16, 13, 11}, 48, {1, 1, 1, 1}, ""},                 // partial tiles at both edges
-        {{2, 32, 17, 18}, 32, {0, 2, 1, 0}, "", true},           // asymmetric pads, residual
-        {{2, 32, 18, 20}, 16, {0, 0, 0, 0}, "Clip", true},       // no pads (VALID), Clip
-        {{1, 128, 14, 14}, 128, {1, 1, 1, 1}, "Relu", true, false},  // residual + Relu, no bias
-        {{1, 64, 7, 7}, 64, {1, 1, 1, 1}, "Relu", true, true, 1, false},     // 4 tiles: direct
-        {{2, 32, 14, 14}, 64, {1, 1, 1, 1}, "Relu", true, true, 2, false},   // strided: direct
-        {{1, 12, 9, 9}, 20, {1, 1, 1, 1}, "Clip", true, true, 1, false},     // 12 channels: direct
+    struct Case {
+        FusedConv3x3 conv;
+        bool winograd;  // whether the kernel runs it as a Winograd convolution
+    };
+    const std::vector<Case> cases = {
+        {{{1, 64, 16, 16}, 64, 1, {1, 1, 1, 1}, "Relu", false, true, 1}, true},   // a ResNet layer: 16 tiles
+        {{{3, 16, 13, 11}, 48, 1, {1, 1, 1, 1}, "", false, true, 1}, true},       // partial tiles at both edges
+        {{{2, 32, 17, 18}, 32, 1, {0, 2, 1, 0}, "", true, true, 1}, true},        // asymmetric pads, residual
+        {{{2, 32, 18, 20}, 16, 1, {0, 0, 0, 0}, "Clip", true, true, 1}, true},    // no pads (VALID), Clip
+        {{{1, 128, 14, 14}, 128, 1, {1, 1, 1, 1}, "Relu", true, false, 1}, true},  // residual + Relu, no bias
+        {{{1, 64, 7, 7}, 64, 1, {1, 1, 1, 1}, "Relu", true, true, 1}, false},     // 4 tiles: direct
+        {{{2, 32, 14, 14}, 64, 1, {1, 1, 1, 1}, "Relu", true, true, 2}, false},   // strided: direct
+        {{{1, 12, 9, 9}, 20, 1, {1, 1, 1, 1}, "Clip", true, true, 1}, false},     // 12 channels: direct
     };
     uint32_t seed = 300;
-    for (const FusedConvCase& c : cases) {
-        const Shape64 w_shape{c.maps, c.x[1], 3, 3};
-        const std::string what = std::string(c.winograd ? "Winograd" : "direct") + " x" + str(c.x) + " maps " + std::to_string(c.maps) + " pads" + str(c.pads) +
-                                 " " + c.activation + (c.residual ? " residual" : "");
-        Window win;
-        win.kernel = {3, 3};
-        win.pads = c.pads;
-        win.strides = {c.stride, c.stride};
-        const Tensor x = random_tensor(c.x, seed++), w = random_tensor(w_shape, seed++), b = random_tensor({c.maps}, seed++);
-        Tensor expected = naive_conv(x, w, c.bias ? &b : nullptr, win, 1);
+    for (const Case& c : cases) {
+        const std::string what = std::string(c.winograd ? "Winograd" : "direct") + describe(c.conv);
+        const Shape64 out = check_fused_conv(c.conv, true, seed, what);
         // The geometry takes the path the case is meant for.
         onednn::WinogradGeometry g;
-        g.batch = c.x[0], g.channels = c.x[1], g.height = c.x[2], g.width = c.x[3], g.maps = c.maps;
-        g.out_height = expected.shape()[2], g.out_width = expected.shape()[3];
-        if (c.stride == 1) ASSERT_EQ(onednn::WinogradConv::pays(g), c.winograd) << what;
-
-        Node node("FusedConv", "conv", {"x", "w", c.bias ? "b" : "", c.residual ? "z" : ""}, {"y"});
-        node.set_domain("com.pyflame");
-        node.set_attribute("kernel_shape", Shape64{3, 3});
-        node.set_attribute("pads", c.pads);
-        if (c.stride != 1) node.set_attribute("strides", Shape64{c.stride, c.stride});
-        if (!c.activation.empty()) node.set_attribute("activation", c.activation);
-        if (c.activation == "Clip") node.set_attribute("activation_params", std::vector<double>{-0.5, 0.75});
-        const auto kernel = factories().at("com.pyflame::FusedConv")(KernelInfo{node, 17, {nullptr, &w, nullptr, nullptr}});
-        const Tensor z = random_tensor(expected.shape(), seed++);
-        std::vector<const Tensor*> inputs{&x, &w, c.bias ? &b : nullptr};
-        if (c.residual) inputs.push_back(&z);
-        float* e = expected.data_ptr<float>();
-        float scale = 0;
-        for (int64_t i = 0; i < expected.num_elements(); ++i) {
-            if (c.residual) e[i] += z.data_ptr<float>()[i];
-            scale = std::max(scale, std::fabs(e[i]));
-            if (c.activation == "Relu") e[i] = std::max(e[i], 0.0f);
-            if (c.activation == "Clip") e[i] = std::min(std::max(e[i], -0.5f), 0.75f);
-        }
-        expect_close_to_scale(run(*kernel, inputs)[0], expected, scale, 1e-5f, what);
+        static_cast<onednn::Conv2dSizes&>(g) = sizes_of(c.conv, out);
+        g.maps = c.conv.maps;
+        if (c.conv.stride == 1) EXPECT_EQ(onednn::WinogradConv::pays(g), c.winograd) << what;
     }
 }
-
-struct DepthwiseCase {
-    Shape64 x;
-    int64_t stride;
-    Shape64 pads;            // begins then ends
-    std::string activation;  // FusedConv's, "" for none
-    bool residual = false, bias = true;
-    bool hand_written = true;  // whether DepthwiseConv runs it (else oneDNN)
-};
 
 // Depthwise 3x3 FusedConv (group = channels = maps): the hand-written channels-last kernel for
 // 16k channels at stride 1 or 2, oneDNN's for the rest. Widths of 1 to 23 cover the edge
 // columns, the 4-column blocks and the columns left over.
 TEST(OneDnnConv, DepthwiseConvMatchesTheOnnxDefinition) {
     if (!have_engine()) GTEST_SKIP() << "oneDNN has no CPU engine here: the reference kernels run";
-    const std::vector<DepthwiseCase> cases = {
-        {{1, 32, 12, 12}, 1, {1, 1, 1, 1}, "Clip"},              // MobileNet's
-        {{2, 48, 9, 23}, 2, {1, 1, 1, 1}, "Clip"},               // strided, odd sizes
-        {{1, 16, 5, 1}, 1, {1, 1, 1, 1}, "Relu"},                // one column: all edge
-        {{3, 16, 7, 6}, 2, {0, 0, 1, 1}, "", true},              // TF-style SAME pads, residual
-        {{1, 64, 6, 10}, 1, {0, 2, 2, 0}, "Relu", true, false},  // asymmetric pads, no bias
-        {{2, 16, 8, 9}, 1, {0, 0, 0, 0}, ""},                    // VALID
-        {{1, 24, 8, 8}, 1, {1, 1, 1, 1}, "Clip", false, true, false},  // 24 channels: oneDNN
-        {{1, 16, 9, 9}, 3, {1, 1, 1, 1}, "Relu", false, true, false},  // stride 3: oneDNN
+    struct Case {
+        FusedConv3x3 conv;
+        bool hand_written;  // whether DepthwiseConv runs it (else oneDNN)
+    };
+    const std::vector<Case> cases = {
+        {{{1, 32, 12, 12}, 32, 32, {1, 1, 1, 1}, "Clip", false, true, 1}, true},   // MobileNet's
+        {{{2, 48, 9, 23}, 48, 48, {1, 1, 1, 1}, "Clip", false, true, 2}, true},    // strided, odd sizes
+        {{{1, 16, 5, 1}, 16, 16, {1, 1, 1, 1}, "Relu", false, true, 1}, true},     // one column: all edge
+        {{{3, 16, 7, 6}, 16, 16, {0, 0, 1, 1}, "", true, true, 2}, true},          // TF-style SAME pads, residual
+        {{{1, 64, 6, 10}, 64, 64, {0, 2, 2, 0}, "Relu", true, false, 1}, true},    // asymmetric pads, no bias
+        {{{2, 16, 8, 9}, 16, 16, {0, 0, 0, 0}, "", false, true, 1}, true},         // VALID
+        {{{1, 24, 8, 8}, 24, 24, {1, 1, 1, 1}, "Clip", false, true, 1}, false},    // 24 channels: oneDNN
+        {{{1, 16, 9, 9}, 16, 16, {1, 1, 1, 1}, "Relu", false, true, 3}, false},    // stride 3: oneDNN
     };
     uint32_t seed = 400;
-    for (const DepthwiseCase& c : cases) {
-        const int64_t channels = c.x[1];
-        const std::string what = std::string(c.hand_written ? "hand-written" : "oneDNN") + " x" + str(c.x) +
-                                 " stride " + std::to_string(c.stride) + " pads" + str(c.pads) + " " + c.activation +
-                                 (c.residual ? " residual" : "");
-        Window win;
-        win.kernel = {3, 3};
-        win.pads = c.pads;
-        win.strides = {c.stride, c.stride};
-        const Tensor x = random_tensor(c.x, seed++), w = random_tensor({channels, 1, 3, 3}, seed++),
-                     b = random_tensor({channels}, seed++);
-        Tensor expected = naive_conv(x, w, c.bias ? &b : nullptr, win, channels);
+    for (const Case& c : cases) {
+        const std::string what = std::string(c.hand_written ? "hand-written" : "oneDNN") + describe(c.conv);
+        const Shape64 out = check_fused_conv(c.conv, false, seed, what);
         onednn::DepthwiseGeometry g;
-        g.batch = c.x[0], g.channels = channels, g.height = c.x[2], g.width = c.x[3], g.stride = c.stride;
-        g.out_height = expected.shape()[2], g.out_width = expected.shape()[3];
-        ASSERT_EQ(onednn::DepthwiseConv::handles(g), c.hand_written) << what;
-
-        Node node("FusedConv", "conv", {"x", "w", c.bias ? "b" : "", c.residual ? "z" : ""}, {"y"});
-        node.set_domain("com.pyflame");
-        node.set_attribute("kernel_shape", Shape64{3, 3});
-        node.set_attribute("group", channels);
-        node.set_attribute("pads", c.pads);
-        node.set_attribute("strides", Shape64{c.stride, c.stride});
-        if (!c.activation.empty()) node.set_attribute("activation", c.activation);
-        if (c.activation == "Clip") node.set_attribute("activation_params", std::vector<double>{-0.5, 0.75});
-        const auto kernel = factories().at("com.pyflame::FusedConv")(KernelInfo{node, 17, {nullptr, &w, nullptr, nullptr}});
-        const Tensor z = random_tensor(expected.shape(), seed++);
-        std::vector<const Tensor*> inputs{&x, &w, c.bias ? &b : nullptr};
-        if (c.residual) inputs.push_back(&z);
-        float* e = expected.data_ptr<float>();
-        for (int64_t i = 0; i < expected.num_elements(); ++i) {
-            if (c.residual) e[i] += z.data_ptr<float>()[i];
-            if (c.activation == "Relu") e[i] = std::max(e[i], 0.0f);
-            if (c.activation == "Clip") e[i] = std::min(std::max(e[i], -0.5f), 0.75f);
-        }
-        expect_close(run(*kernel, inputs)[0], expected, what);
+        static_cast<onednn::Conv2dSizes&>(g) = sizes_of(c.conv, out);
+        g.stride = c.conv.stride;
+        EXPECT_EQ(onednn::DepthwiseConv::handles(g), c.hand_written) << what;
     }
 }
 

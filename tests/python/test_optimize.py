@@ -20,6 +20,27 @@ def run_at(model, level, feeds):
     return rt.InferenceSession(model, opts).run(None, feeds)
 
 
+def run_in_process(model_path, x, tmp_path, onednn="0"):
+    """The model's output for input `x` from a fresh process with PYFLAME_RT_ONEDNN=`onednn`
+    ("0": every kernel is the reference kernel; the engine is chosen once per process)."""
+    import os
+    import subprocess
+    np.save(tmp_path / "x.npy", x)
+    script = (f"import numpy as np, pyflame_rt as rt; x = np.load({str(tmp_path / 'x.npy')!r}); "
+              f"np.save({str(tmp_path / 'y.npy')!r}, rt.InferenceSession({str(model_path)!r}).run(None, {{'x': x}})[0])")
+    subprocess.run([sys.executable, "-c", script], check=True, env=dict(os.environ, PYFLAME_RT_ONEDNN=onednn))
+    return np.load(tmp_path / "y.npy")
+
+
+def export_and_optimize(model, example, path):
+    """`model` exported to ONNX at `path` (input x, output y, dynamic batch), imported, and
+    optimized at level 2: the graph and the passes' reports."""
+    torch.onnx.export(model, (example,), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
+    graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
+    return graph, rt.PassManager().run(graph, level=2)
+
+
 def test_pass_manager_lists_passes_with_levels():
     pm = rt.PassManager()
     names = pm.list_passes()
@@ -177,19 +198,12 @@ def test_conv_activation_fusion_matches_torch(tmp_path):
 def test_fused_conv_reference_kernels_match_torch(tmp_path):
     """The same fused model with oneDNN switched off: FusedConv's reference kernel composes Conv
     and the activation's reference kernels."""
-    import subprocess
-    import os
     path = tmp_path / "convact.onnx"
     model = export_conv_activations(path)
     x = np.random.default_rng(4).standard_normal((1, 3, 12, 12)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    script = (f"import numpy as np, pyflame_rt as rt; x = np.load({str(tmp_path / 'x.npy')!r}); "
-              f"np.save({str(tmp_path / 'y.npy')!r}, rt.InferenceSession({str(path)!r}).run(None, {{'x': x}})[0])")
-    env = dict(os.environ, PYFLAME_RT_ONEDNN="0")
-    subprocess.run([sys.executable, "-c", script], check=True, env=env)
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_in_process(path, x, tmp_path), expected, rtol=1e-4, atol=1e-5)
 
 
 class ResidualBlocks(torch.nn.Module):
@@ -210,30 +224,20 @@ class ResidualBlocks(torch.nn.Module):
 
 @pytest.mark.parametrize("onednn", ["1", "0"])
 def test_conv_residual_fusion_matches_torch(tmp_path, onednn):
-    import os
-    import subprocess
     torch.manual_seed(9)
     model = ResidualBlocks().eval()
     with torch.no_grad():
         model.b1.running_mean.uniform_(-0.5, 0.5)
         model.b1.running_var.uniform_(0.5, 1.5)
-    path = tmp_path / "res.onnx"
-    torch.onnx.export(model, (torch.randn(1, 3, 10, 10),), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
-    graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
-    results = rt.PassManager().run(graph, level=2)
+    graph, results = export_and_optimize(model, torch.randn(1, 3, 10, 10), tmp_path / "res.onnx")
     fused = {r.pass_name: r.nodes_fused for r in results if r.nodes_fused}
     assert fused.get("fuse_conv_add") == 2 and fused.get("fuse_conv_activation") == 3
     assert [n.op_type for n in graph.nodes] == ["FusedConv"] * 3
     rt.save_model(graph, str(tmp_path / "res.pfm"))
     x = np.random.default_rng(11).standard_normal((2, 3, 10, 10)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    script = (f"import numpy as np, pyflame_rt as rt; x = np.load({str(tmp_path / 'x.npy')!r}); "
-              f"np.save({str(tmp_path / 'y.npy')!r}, rt.InferenceSession({str(tmp_path / 'res.pfm')!r}).run(None, {{'x': x}})[0])")
-    subprocess.run([sys.executable, "-c", script], check=True, env=dict(os.environ, PYFLAME_RT_ONEDNN=onednn))
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_in_process(tmp_path / "res.pfm", x, tmp_path, onednn), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_gelu_pattern_fusion_matches_torch(tmp_path):
@@ -265,26 +269,17 @@ def test_silu_pattern_fusion_matches_torch(tmp_path):
                                 torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.SiLU(), torch.nn.MaxPool2d(2),
                                 torch.nn.SiLU()).eval()
     path = tmp_path / "silu.onnx"
-    torch.onnx.export(model, (torch.randn(2, 3, 12, 12),), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
-    graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
-    results = rt.PassManager().run(graph, level=2)
+    graph, results = export_and_optimize(model, torch.randn(2, 3, 12, 12), path)
     assert sum(r.nodes_fused for r in results if r.pass_name == "fuse_silu") == 3
     ops = [(n.op_type, n.attributes.get("activation")) for n in graph.nodes]
     assert ops == [("FusedConv", "Swish"), ("FusedConv", "Swish"), ("MaxPool", None), ("Swish", None)], ops
     rt.save_model(graph, str(tmp_path / "silu.pfm"))
     x = np.random.default_rng(15).standard_normal((3, 3, 12, 12)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(rt.InferenceSession(graph).run(None, {"x": x})[0], expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(run_at(str(path), 0, {"x": x})[0], expected, rtol=1e-4, atol=1e-5)
-    import os
-    import subprocess
-    script = (f"import numpy as np, pyflame_rt as rt; x = np.load({str(tmp_path / 'x.npy')!r}); "
-              f"np.save({str(tmp_path / 'y.npy')!r}, rt.InferenceSession({str(tmp_path / 'silu.pfm')!r}).run(None, {{'x': x}})[0])")
-    subprocess.run([sys.executable, "-c", script], check=True, env=dict(os.environ, PYFLAME_RT_ONEDNN="0"))
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_in_process(tmp_path / "silu.pfm", x, tmp_path), expected, rtol=1e-4, atol=1e-5)
 
 
 class TinyTransformer(torch.nn.Module):
@@ -358,18 +353,12 @@ def test_matmul_bias_activation_fusion_matches_torch(tmp_path):
                      ("FusedGemm", "HardSwish")]
     rt.save_model(graph, str(tmp_path / "proj.pfm"))
     x = np.random.default_rng(8).standard_normal((3, 5, 16)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(rt.InferenceSession(graph).run(None, {"x": x})[0], expected, rtol=1e-4, atol=1e-5)
     # The same fused graph on the reference kernels (oneDNN off): they compose MatMul/Gemm, Add
     # and the activation's own kernels.
-    import os
-    import subprocess
-    script = (f"import numpy as np, pyflame_rt as rt; x = np.load({str(tmp_path / 'x.npy')!r}); "
-              f"np.save({str(tmp_path / 'y.npy')!r}, rt.InferenceSession({str(tmp_path / 'proj.pfm')!r}).run(None, {{'x': x}})[0])")
-    subprocess.run([sys.executable, "-c", script], check=True, env=dict(os.environ, PYFLAME_RT_ONEDNN="0"))
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(run_in_process(tmp_path / "proj.pfm", x, tmp_path), expected, rtol=1e-4, atol=1e-5)
 
 
 class MobileBlocks(torch.nn.Module):
@@ -395,8 +384,6 @@ def test_inverted_residual_fusion_matches_torch(tmp_path, threads):
     rows from one slab to the next, at strides 2 and 1), and its reference kernel composes
     FusedConv's: both match torch, batch 1 and 3, and the fused graph saves and loads; the
     weights the kernel packed at creation read back unchanged."""
-    import os
-    import subprocess
     torch.manual_seed(13)
     model = MobileBlocks().eval()
     with torch.no_grad():
@@ -404,11 +391,7 @@ def test_inverted_residual_fusion_matches_torch(tmp_path, threads):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.3, 0.3)
                 m.running_var.uniform_(0.5, 1.5)
-    path = tmp_path / "mobile.onnx"
-    torch.onnx.export(model, (torch.randn(1, 3, 130, 126),), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
-    graph = rt.import_module.ONNXImporter().import_model(str(path)).graph
-    results = rt.PassManager().run(graph, level=2)
+    graph, results = export_and_optimize(model, torch.randn(1, 3, 130, 126), tmp_path / "mobile.onnx")
     assert sum(r.nodes_fused for r in results if r.pass_name == "fuse_inverted_residual") == 6
     assert [n.op_type for n in graph.nodes] == ["FusedConv"] * 3 + ["InvertedResidual"] * 3
     rt.save_model(graph, str(tmp_path / "mobile.pfm"))
@@ -423,8 +406,4 @@ def test_inverted_residual_fusion_matches_torch(tmp_path, threads):
     # The 1x1 weights the kernel keeps packed read back bit for bit.
     for name, value in graph.initializers.items():
         np.testing.assert_array_equal(session.graph.initializers[name], value)
-    np.save(tmp_path / "x.npy", x)
-    script = (f"import numpy as np, pyflame_rt as rt; x = np.load({str(tmp_path / 'x.npy')!r}); "
-              f"np.save({str(tmp_path / 'y.npy')!r}, rt.InferenceSession({str(tmp_path / 'mobile.pfm')!r}).run(None, {{'x': x}})[0])")
-    subprocess.run([sys.executable, "-c", script], check=True, env=dict(os.environ, PYFLAME_RT_ONEDNN="0"))
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run_in_process(tmp_path / "mobile.pfm", x, tmp_path), expected, rtol=1e-4, atol=1e-4)

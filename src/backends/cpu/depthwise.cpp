@@ -7,10 +7,7 @@
 namespace pyflame_rt::onednn {
 namespace {
 
-using simd::kLanes;
-using simd::load;
-using simd::store;
-using simd::Vec;
+using namespace simd;  // the kernels' vocabulary: Vec, load, store, kLanes
 
 struct Layout {
     int64_t H, W, C, OH, OW, pad_top, pad_left;

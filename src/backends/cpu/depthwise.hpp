@@ -12,11 +12,8 @@
 
 namespace pyflame_rt::onednn {
 
-struct DepthwiseGeometry {
-    int64_t batch = 0, channels = 0, height = 0, width = 0;  // input (N, C, H, W)
-    int64_t out_height = 0, out_width = 0;
+struct DepthwiseGeometry : Conv2dSizes {
     int64_t stride = 1;  // the same on both axes
-    int64_t pad_top = 0, pad_left = 0;
 };
 
 class DepthwiseConv {

@@ -210,9 +210,8 @@ private:
         const std::vector<int64_t> mid_shape{e->batch, e->middle, e->height, e->width};
         const ConvGeometry g = conv_geometry(window_, e->middle, mid_shape, w1, parts_[1]);
         DepthwiseGeometry dg;
-        dg.batch = e->batch, dg.channels = e->middle, dg.height = e->height, dg.width = e->width;
-        dg.out_height = g.out_shape[2], dg.out_width = g.out_shape[3];
-        dg.stride = g.strides[0], dg.pad_top = g.pad_begin[0], dg.pad_left = g.pad_begin[1];
+        static_cast<Conv2dSizes&>(dg) = conv2d_sizes(g, mid_shape);
+        dg.stride = g.strides[0];
         if (g.strides[0] != g.strides[1] || g.dilations[0] != 0 || g.dilations[1] != 0 || dg.pad_top != 1 ||
             !DepthwiseConv::handles(dg))
             return nullptr;

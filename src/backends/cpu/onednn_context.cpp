@@ -177,6 +177,14 @@ ConvGeometry conv_geometry(const ops::WindowAttributes& window, int64_t group, c
     return g;
 }
 
+Conv2dSizes conv2d_sizes(const ConvGeometry& g, const std::vector<int64_t>& x_shape) {
+    Conv2dSizes s;
+    s.batch = x_shape[0], s.channels = x_shape[1], s.height = x_shape[2], s.width = x_shape[3];
+    s.out_height = g.out_shape[2], s.out_width = g.out_shape[3];
+    s.pad_top = g.pad_begin[0], s.pad_left = g.pad_begin[1];
+    return s;
+}
+
 std::optional<FusedActivation> fused_activation_of(const Node& node) {
     FusedActivation act;
     if (!node.has_attribute("activation")) return act;

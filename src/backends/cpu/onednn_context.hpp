@@ -251,6 +251,15 @@ struct ConvGeometry {
 ConvGeometry conv_geometry(const ops::WindowAttributes& window, int64_t group, const std::vector<int64_t>& x_shape,
                            const std::vector<int64_t>& w_shape, const Node& node);
 
+// A 2-D convolution's sizes as the hand-written kernels (winograd, depthwise) take them.
+struct Conv2dSizes {
+    int64_t batch = 0, channels = 0, height = 0, width = 0;  // input (N, C, H, W)
+    int64_t out_height = 0, out_width = 0;
+    int64_t pad_top = 0, pad_left = 0;
+};
+// Those of `g` (a 2-D ConvGeometry) for input shape `x_shape`.
+Conv2dSizes conv2d_sizes(const ConvGeometry& g, const std::vector<int64_t>& x_shape);
+
 // Input `input` when it is a float32 initializer, else nullptr.
 inline const Tensor* float_constant(const ops::KernelInfo& info, size_t input) {
     const Tensor* t = info.constant_input(input);

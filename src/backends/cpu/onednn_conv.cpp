@@ -232,15 +232,8 @@ private:
             g.dilations[1] != 0)
             return std::nullopt;
         DepthwiseGeometry geometry;
-        geometry.batch = x_shape[0];
-        geometry.channels = x_shape[1];
-        geometry.height = x_shape[2];
-        geometry.width = x_shape[3];
-        geometry.out_height = g.out_shape[2];
-        geometry.out_width = g.out_shape[3];
+        static_cast<Conv2dSizes&>(geometry) = conv2d_sizes(g, x_shape);
         geometry.stride = g.strides[0];
-        geometry.pad_top = g.pad_begin[0];
-        geometry.pad_left = g.pad_begin[1];
         if (!DepthwiseConv::handles(geometry)) return std::nullopt;
         return geometry;
     }
@@ -255,15 +248,8 @@ private:
         for (size_t i = 0; i < 2; ++i)
             if (g.strides[i] != 1 || g.dilations[i] != 0) return std::nullopt;
         WinogradGeometry geometry;
-        geometry.batch = x_shape[0];
-        geometry.channels = x_shape[1];
-        geometry.height = x_shape[2];
-        geometry.width = x_shape[3];
+        static_cast<Conv2dSizes&>(geometry) = conv2d_sizes(g, x_shape);
         geometry.maps = w_shape[0];
-        geometry.out_height = g.out_shape[2];
-        geometry.out_width = g.out_shape[3];
-        geometry.pad_top = g.pad_begin[0];
-        geometry.pad_left = g.pad_begin[1];
         if (!WinogradConv::pays(geometry)) return std::nullopt;
         return geometry;
     }

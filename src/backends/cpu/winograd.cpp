@@ -10,10 +10,7 @@
 namespace pyflame_rt::onednn {
 namespace {
 
-using simd::kLanes;
-using simd::load;
-using simd::store;
-using simd::Vec;
+using namespace simd;  // the kernels' vocabulary: Vec, load, store, kLanes
 
 // The interpolation points are 0, -1, 1, 1/2, -2 (and infinity) rather than Lavin's 0, ±1, ±2:
 // the same cost, and about half the float32 error (Barabasz et al., "Error analysis and

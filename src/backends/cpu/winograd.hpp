@@ -20,10 +20,8 @@
 
 namespace pyflame_rt::onednn {
 
-struct WinogradGeometry {
-    int64_t batch = 0, channels = 0, height = 0, width = 0;  // input (N, C, H, W)
-    int64_t maps = 0, out_height = 0, out_width = 0;          // output (N, M, OH, OW)
-    int64_t pad_top = 0, pad_left = 0;
+struct WinogradGeometry : Conv2dSizes {
+    int64_t maps = 0;  // output (N, maps, OH, OW)
 };
 
 class WinogradConv {
