@@ -94,6 +94,11 @@ private:
     std::vector<int> input_slots_;                 // per graph input
     std::vector<const Tensor*> input_defaults_;    // initializer default per graph input, or nullptr
     std::vector<std::pair<int, const Tensor*>> constant_slots_;  // initializers not shadowed by inputs
+    std::vector<Value> constants_;  // per slot: the initializer's value (none for other slots)
+    // Slot `s` of a run: a constant from the plan, anything else from the run's own slots.
+    const Value& value_at(const std::vector<Value>& values, int s) const {
+        return constants_[s].is_none() ? values[s] : constants_[s];
+    }
     std::vector<std::pair<int, std::string>> outer_slots_;       // filled from the enclosing scope
     std::vector<std::string> outer_names_;
     std::vector<int> output_slots_;                // per graph output
