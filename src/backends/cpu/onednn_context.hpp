@@ -32,10 +32,15 @@ namespace pyflame_rt::onednn {
 void apply_thread_budget(int num_threads);
 
 // The OpenMP threads a primitive of this size is worth: one when its work (the flops, or the
-// bytes it moves, whichever takes a core longer) is under ~10 µs, where a fork/join and the
+// bytes it moves, whichever takes a core longer) is under ~2 µs, where a fork/join and the
 // imbalance of a split cost more than a second core saves; else `budget`. A function of the
 // shapes only, so a primitive runs with the threads it was created for.
 int threads_for_primitive(double flops, double bytes, int budget);
+// The same for a primitive that reads and writes about one float32 value per element of its
+// input (element-wise ops, normalizations, pools, transposes).
+inline int threads_for_elements(int64_t elements, int budget) {
+    return threads_for_primitive(static_cast<double>(elements), 8.0 * static_cast<double>(elements), budget);
+}
 
 
 // The process's CPU engine, created on first use; nullptr when there is none, and then every
@@ -144,6 +149,10 @@ private:
 dnnl::memory::desc desc_of(const Tensor& t, const dnnl::memory::desc& plain);
 // Numbers that identify a layout (strides and blocking), for shape-cache keys.
 std::vector<int64_t> layout_key(const dnnl::memory::desc& desc);
+// A shape-cache key for `t`: its shape, and the layout_key of the oneDNN layout it lies in.
+std::vector<int64_t> shape_and_layout_key(const Tensor& t);
+// Whether `memory` lies in `layout` (without copying its descriptor, as get_desc() does).
+bool lies_in(const dnnl::memory& memory, const dnnl::memory::desc& layout);
 
 // Reorders into one target layout from whatever layouts inputs arrive in: row-major or another
 // primitive's. Each source layout's reorder is built the first time it is seen.

@@ -72,7 +72,7 @@ public:
         dnnl::stream& stream = thread_stream();
         const dnnl::memory given = memory_over(desc_of(x, entry->x_plain), x.data());
         // The depthwise kernel reads a blocked X where it lies.
-        const bool x_blocked = entry->depthwise && given.get_desc() == entry->depthwise->blocked_src_desc();
+        const bool x_blocked = entry->depthwise && lies_in(given, entry->depthwise->blocked_src_desc());
         const dnnl::memory src = x_blocked ? given : (*entry->src_into)(stream, given, Buffer::Src);
         // Written in the convolution's own layout when every reader takes it: no reorder.
         OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));

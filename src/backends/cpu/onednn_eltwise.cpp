@@ -50,8 +50,8 @@ public:
         : FastKernel(info, std::move(reference)), algorithm_(algorithm), alpha_(alpha), beta_(beta) {}
 
     void compute(ops::KernelContext& ctx) const override {
-        apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
+        apply_thread_budget(threads_for_elements(x.num_elements(), ctx.num_threads));
         if (x.dtype() != DType::Float32 || x.num_elements() < kSmallTensor) return fallback(ctx);
         const auto entry = cache_.get({x.num_elements()}, [&] {
             return build_unary<dnnl::eltwise_forward>({x.num_elements()}, [&](const dnnl::memory::desc& md) {
@@ -102,8 +102,8 @@ public:
           axis_(info.node.get_attribute<int64_t>("axis", legacy_ ? 1 : -1)) {}
 
     void compute(ops::KernelContext& ctx) const override {
-        apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
+        apply_thread_budget(threads_for_elements(x.num_elements(), ctx.num_threads));
         const int64_t rank = static_cast<int64_t>(x.ndim());
         if (x.dtype() != DType::Float32 || x.num_elements() < kSmallTensor || rank == 0 || axis_ < -rank || axis_ >= rank)
             return fallback(ctx);  // the reference kernel reports bad axes

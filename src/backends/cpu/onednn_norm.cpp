@@ -29,8 +29,8 @@ public:
           epsilon_(static_cast<float>(info.node.get_attribute<double>("epsilon", 1e-5))) {}
 
     void compute(ops::KernelContext& ctx) const override {
-        apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
+        apply_thread_budget(threads_for_elements(x.num_elements(), ctx.num_threads));
         const int64_t rank = static_cast<int64_t>(x.ndim());
         if (x.dtype() != DType::Float32 || x.num_elements() == 0 || axis_ < -rank || axis_ >= rank || !ctx.has_input(1))
             return fallback(ctx);
@@ -100,20 +100,17 @@ public:
     bool writes_layout(size_t output) const override { return output == 0; }
 
     void compute(ops::KernelContext& ctx) const override {
-        apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
+        apply_thread_budget(threads_for_elements(x.num_elements(), ctx.num_threads));
         if (x.dtype() != DType::Float32 || x.ndim() < 2 || x.ndim() > 5 || x.num_elements() == 0) return fallback(ctx);
         const int64_t channels = x.shape()[1];
         for (size_t i = 1; i < 5; ++i)
             if (!ctx.has_input(i) || ctx.input(i).dtype() != DType::Float32 ||
                 ctx.input(i).shape() != std::vector<int64_t>{channels})
                 return fallback(ctx);  // the reference kernel words the error
-        const dnnl::memory::desc x_desc = desc_of(x, plain_desc(to_dims(x.shape())));
-        std::vector<int64_t> key = x.shape();
-        for (int64_t k : layout_key(x_desc)) key.push_back(k);
-        const auto entry = cache_.get(key, [&]() -> std::shared_ptr<BatchNormEntry> {
+        const auto entry = cache_.get(shape_and_layout_key(x), [&]() -> std::shared_ptr<BatchNormEntry> {
             auto e = std::make_shared<BatchNormEntry>();
-            e->data = x_desc;
+            e->data = desc_of(x, plain_desc(to_dims(x.shape())));
             e->params = plain_desc({channels});
             const auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
                                dnnl::normalization_flags::use_shift;

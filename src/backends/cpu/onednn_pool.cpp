@@ -43,13 +43,6 @@ std::shared_ptr<PoolEntry> build_pool(const dnnl::memory::desc& x, PoolGeometry 
     return entry;
 }
 
-// Primitives per input shape and layout.
-std::vector<int64_t> pool_key(const Tensor& x, const dnnl::memory::desc& x_desc) {
-    std::vector<int64_t> key = x.shape();
-    for (int64_t k : layout_key(x_desc)) key.push_back(k);
-    return key;
-}
-
 void run_pool(const PoolEntry& entry, ops::KernelContext& ctx) {
     dnnl::stream& stream = thread_stream();
     OutputLayout::Write y = entry.output.begin(ctx.may_write_layout(0));
@@ -77,12 +70,13 @@ public:
           algorithm_(algorithm) {}
 
     void compute(ops::KernelContext& ctx) const override {
-        apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
+        apply_thread_budget(threads_for_elements(x.num_elements(), ctx.num_threads));
         if (x.dtype() != DType::Float32 || x.ndim() != window_.kernel_shape.size() + 2 || x.num_elements() == 0)
             return fallback(ctx);
-        const dnnl::memory::desc x_desc = desc_of(x, plain_desc(to_dims(x.shape())));
-        const auto entry = cache_.get(pool_key(x, x_desc), [&] { return build(x.shape(), x_desc); });
+        const auto entry = cache_.get(shape_and_layout_key(x), [&] {
+            return build(x.shape(), desc_of(x, plain_desc(to_dims(x.shape()))));
+        });
         if (!entry) return fallback(ctx);
         run_pool(*entry, ctx);
     }
@@ -139,11 +133,10 @@ public:
         : PoolKernel(info, std::move(reference)) {}
 
     void compute(ops::KernelContext& ctx) const override {
-        apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
+        apply_thread_budget(threads_for_elements(x.num_elements(), ctx.num_threads));
         if (x.dtype() != DType::Float32 || x.ndim() < 3 || x.ndim() > 5 || x.num_elements() == 0) return fallback(ctx);
-        const dnnl::memory::desc x_desc = desc_of(x, plain_desc(to_dims(x.shape())));
-        const auto entry = cache_.get(pool_key(x, x_desc), [&] {
+        const auto entry = cache_.get(shape_and_layout_key(x), [&] {
             PoolGeometry g;
             g.out_shape.assign(x.ndim(), 1);
             g.out_shape[0] = x.shape()[0];
@@ -154,7 +147,8 @@ public:
             g.dilations.assign(spatial, 0);
             g.pad_begin.assign(spatial, 0);
             g.pad_end.assign(spatial, 0);
-            return build_pool(x_desc, std::move(g), dnnl::algorithm::pooling_avg_exclude_padding);
+            return build_pool(desc_of(x, plain_desc(to_dims(x.shape()))), std::move(g),
+                              dnnl::algorithm::pooling_avg_exclude_padding);
         });
         if (!entry) return fallback(ctx);
         run_pool(*entry, ctx);

@@ -903,12 +903,12 @@ public:
         const Tensor& x = ctx.input(0);
         const auto type = int8_type(x.dtype());
         if (!type || x.ndim() != window_.kernel_shape.size() + 2 || x.num_elements() == 0) return inner(ctx);
-        apply_thread_budget(ctx.num_threads);
-        const dnnl::memory::desc x_desc = desc_of(x, plain_desc(to_dims(x.shape()), *type));
-        std::vector<int64_t> key = x.shape();
-        for (int64_t k : layout_key(x_desc)) key.push_back(k);
+        apply_thread_budget(threads_for_elements(x.num_elements(), ctx.num_threads));
+        std::vector<int64_t> key = shape_and_layout_key(x);
         key.push_back(static_cast<int64_t>(x.dtype()));
-        const auto entry = cache_.get(key, [&] { return build(x.shape(), x_desc, *type); });
+        const auto entry = cache_.get(key, [&] {
+            return build(x.shape(), desc_of(x, plain_desc(to_dims(x.shape()), *type)), *type);
+        });
         if (!entry) return inner(ctx);
         const bool write_layout = entry->y_layout && ctx.may_write_layout(0);
         Tensor y = write_layout ? Tensor(entry->out_shape, x.dtype(), entry->y_layout) : Tensor(entry->out_shape, x.dtype());

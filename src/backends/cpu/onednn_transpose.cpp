@@ -27,8 +27,8 @@ public:
           perm_(info.node.get_attribute<std::vector<int64_t>>("perm", std::vector<int64_t>{})) {}
 
     void compute(ops::KernelContext& ctx) const override {
-        apply_thread_budget(ctx.num_threads);
         const Tensor& x = ctx.input(0);
+        apply_thread_budget(threads_for_elements(x.num_elements(), ctx.num_threads));
         const std::vector<int64_t> perm = resolved(x.ndim());
         if (x.dtype() != DType::Float32 || x.num_elements() == 0 || x.ndim() < 2 || x.ndim() > DNNL_MAX_NDIMS ||
             perm.empty())
@@ -40,14 +40,9 @@ public:
             ctx.outputs[0] = x.reshape(out_shape);
             return;
         }
-        const dnnl::memory::desc plain = plain_desc(to_dims(x.shape()));
-        const dnnl::memory::desc src = desc_of(x, plain);
-        std::vector<int64_t> key = x.shape();
-        if (!x.is_plain()) {
-            const std::vector<int64_t> layout = layout_key(src);
-            key.insert(key.end(), layout.begin(), layout.end());
-        }
-        const auto entry = cache_.get(key, [&] { return build(x.shape(), perm, src); });
+        const auto entry = cache_.get(shape_and_layout_key(x), [&] {
+            return build(x.shape(), perm, desc_of(x, plain_desc(to_dims(x.shape()))));
+        });
         if (!entry) return fallback(ctx);
         Tensor y(entry->out_shape, DType::Float32);
         dnnl::stream& stream = thread_stream();
