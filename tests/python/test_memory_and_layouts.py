@@ -452,3 +452,39 @@ def test_depthwise_blocks_match_onnxruntime(tmp_path, level):
         got, want = s.run(None, {"x": x})[0], ort_run(path, {"x": x})[0]
         assert got.shape == want.shape == (n, 24, 10, 9)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.parametrize("channels", [5, 16, 48])
+def test_batchnorm_with_constant_statistics_matches_onnxruntime(tmp_path, channels):
+    """BatchNormalization with constant statistics runs as one multiply-add per element, in the
+    layout that arrives: row-major (a graph input), or what a convolution writes (channels-last;
+    nChw16c after a 3-channel one); its output read by a convolution and by graph outputs."""
+    rng = np.random.default_rng(channels)
+    stats = {n: rng.uniform(0.5, 1.5, channels).astype(np.float32) for n in ("s", "v")}
+    stats.update({n: rng.uniform(-0.5, 0.5, channels).astype(np.float32) for n in ("b", "m")})
+    inits = [numpy_helper.from_array(v, n) for n, v in stats.items()]
+    inits += [numpy_helper.from_array((rng.standard_normal((channels, channels, 3, 3)) * 0.1).astype(np.float32), "w"),
+              numpy_helper.from_array((rng.standard_normal((channels, channels, 1, 1)) * 0.3).astype(np.float32), "w1"),
+              numpy_helper.from_array((rng.standard_normal((channels, 3, 3, 3)) * 0.3).astype(np.float32), "w3")]
+    nodes = [
+        helper.make_node("Conv", ["z", "w3"], ["c3"], pads=[1, 1, 1, 1]),  # 3 channels in: nChw16c out
+        helper.make_node("BatchNormalization", ["c3", "s", "b", "m", "v"], ["y3"]),
+        helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["bn0"], epsilon=1e-3),
+        helper.make_node("Conv", ["bn0", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["bn1"]),
+        helper.make_node("Conv", ["bn1", "w1"], ["c1"]),
+        helper.make_node("BatchNormalization", ["c1", "s", "b", "m", "v"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, 9, 7]),
+                                            helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 3, 9, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("bn1", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("y3", TensorProto.FLOAT, None)], inits)
+    path = save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path, "bn.onnx")
+    for level in (0, 2):
+        s = session(path, level)
+        for n in (1, 3):
+            feeds = {"x": rng.standard_normal((n, channels, 9, 7)).astype(np.float32),
+                     "z": rng.standard_normal((n, 3, 9, 7)).astype(np.float32)}
+            for got, want in zip(s.run(None, feeds), ort_run(path, feeds)):
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -2,8 +2,13 @@
 // (prod(dims[:axis]), prod(dims[axis:])) normalized along its rows, with per-column scale and
 // bias of exactly that row length. Broadcast scale/bias and the optional Mean/InvStdDev
 // outputs stay with the reference kernel.
-// BatchNormalization (inference: the given running mean and variance) on oneDNN's batch
-// normalization, reading and writing whatever layout arrives (a convolution's blocked one).
+// BatchNormalization (inference: the given running mean and variance) reading and writing
+// whatever layout arrives (a convolution's blocked one): with constant statistics, one
+// multiply-add per element (channel_affine) in the layouts it knows; else oneDNN's batch
+// normalization.
+#include <cmath>
+
+#include "backends/cpu/channel_affine.hpp"
 #include "backends/cpu/onednn_context.hpp"
 
 namespace pyflame_rt::onednn {
@@ -78,9 +83,24 @@ private:
 
 struct BatchNormEntry {
     dnnl::memory::desc data, params;  // data: the input's layout, which the output keeps
-    Step step;
+    Step step;                        // unless `affine` does the work
+    std::optional<ChannelLayout> affine;
     OutputLayout output;
 };
+
+// How channel_affine walks `desc` (over dims N, C, spatial...), if it can.
+std::optional<ChannelLayout> channel_layout_of(const dnnl::memory::desc& desc) {
+    using tag = dnnl::memory::format_tag;
+    const Dims dims = desc.get_dims();
+    const auto f32 = dnnl::memory::data_type::f32;
+    if (desc == plain_desc(dims)) return ChannelLayout::Planar;
+    const size_t rank = dims.size();
+    if (rank < 3 || rank > 5) return std::nullopt;
+    const tag channels_last[] = {tag::nwc, tag::nhwc, tag::ndhwc}, blocked[] = {tag::nCw16c, tag::nChw16c, tag::nCdhw16c};
+    if (desc == dnnl::memory::desc(dims, f32, channels_last[rank - 3])) return ChannelLayout::ChannelsLast;
+    if (dims[1] % 16 == 0 && desc == dnnl::memory::desc(dims, f32, blocked[rank - 3])) return ChannelLayout::Blocked16;
+    return std::nullopt;
+}
 
 class BatchNormKernel final : public FastKernel {
 public:
@@ -94,7 +114,21 @@ public:
 
     BatchNormKernel(const ops::KernelInfo& info, std::unique_ptr<ops::OpKernel> reference)
         : FastKernel(info, std::move(reference)),
-          epsilon_(static_cast<float>(info.node.get_attribute<double>("epsilon", 1e-5))) {}
+          epsilon_(static_cast<float>(info.node.get_attribute<double>("epsilon", 1e-5))) {
+        // Constant statistics fold into y = x * s + t, s = scale / sqrt(var + epsilon),
+        // t = bias - mean * s (in double, then rounded once).
+        const Tensor* p[4];
+        for (size_t i = 0; i < 4; ++i)
+            if (!(p[i] = float_constant(info, i + 1)) || p[i]->ndim() != 1 || p[i]->shape() != p[0]->shape()) return;
+        const int64_t channels = p[0]->shape()[0];
+        scale_.resize(channels);
+        shift_.resize(channels);
+        for (int64_t c = 0; c < channels; ++c) {
+            const double s = p[0]->data_ptr<float>()[c] / std::sqrt(static_cast<double>(p[3]->data_ptr<float>()[c]) + epsilon_);
+            scale_[c] = static_cast<float>(s);
+            shift_[c] = static_cast<float>(p[1]->data_ptr<float>()[c] - p[2]->data_ptr<float>()[c] * s);
+        }
+    }
 
     bool reads_layout(size_t input) const override { return input == 0; }
     bool writes_layout(size_t output) const override { return output == 0; }
@@ -111,6 +145,8 @@ public:
         const auto entry = cache_.get(shape_and_layout_key(x), [&]() -> std::shared_ptr<BatchNormEntry> {
             auto e = std::make_shared<BatchNormEntry>();
             e->data = desc_of(x, plain_desc(to_dims(x.shape())));
+            e->output = OutputLayout(e->data, x.shape());
+            if (static_cast<int64_t>(scale_.size()) == channels && (e->affine = channel_layout_of(e->data))) return e;
             e->params = plain_desc({channels});
             const auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
                                dnnl::normalization_flags::use_shift;
@@ -122,12 +158,20 @@ public:
             } catch (const dnnl::error&) {
                 return nullptr;
             }
-            e->output = OutputLayout(e->data, x.shape());
             return e;
         });
         if (!entry) return fallback(ctx);
         dnnl::stream& stream = thread_stream();
         OutputLayout::Write y = entry->output.begin(ctx.may_write_layout(0));
+        if (entry->affine) {
+            int64_t spatial = 1;
+            for (size_t i = 2; i < x.ndim(); ++i) spatial *= x.shape()[i];
+            channel_affine(static_cast<const float*>(x.data()), static_cast<float*>(y.dst.get_data_handle()),
+                           scale_.data(), shift_.data(), x.shape()[0], channels, spatial, *entry->affine);
+            ctx.outputs[0] = entry->output.finish(stream, y);
+            stream.wait();
+            return;
+        }
         entry->step.execute(stream, {{DNNL_ARG_SRC, memory_over(entry->data, x.data())},
                                      {DNNL_ARG_DST, y.dst},
                                      {DNNL_ARG_SCALE, memory_over(entry->params, ctx.input(1).data())},
@@ -140,6 +184,7 @@ public:
 
 private:
     float epsilon_;
+    std::vector<float> scale_, shift_;  // per channel, when the statistics are constants
     ShapeCache<BatchNormEntry> cache_;
 };
 
