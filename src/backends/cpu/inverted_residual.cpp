@@ -43,7 +43,7 @@ struct InvertedResidualEntry {
     int64_t slab_rows = 1;    // output rows per slab
     int64_t buffer_rows = 1;  // expanded rows a slab holds at most
     int shares = 1;           // row shares, run in parallel, one thread each
-    dnnl::memory::desc x_plain, y_plain, expanded, depthwise_rows, expand_bias, project_bias, residual;
+    dnnl::memory::desc x_plain, y_plain, expanded, depthwise_rows, expand_bias, project_bias;
     std::optional<ReorderInto> src_into, residual_into;
     OutputLayout output;
     std::optional<DepthwiseConv> depthwise;
