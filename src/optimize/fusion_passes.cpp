@@ -1,6 +1,7 @@
 // Level 2: Conv+BatchNormalization folding, MatMul+Add -> Gemm.
+#include <algorithm>
 #include <cmath>
-#include <unordered_set>
+#include <initializer_list>
 
 #include "ops/op.hpp"
 #include "optimize/passes.hpp"
@@ -21,11 +22,13 @@ bool is_float_constant(const GraphUses& uses, const Graph& graph, const std::str
     return d == DType::Float32 || d == DType::Float16 || d == DType::BFloat16;
 }
 
-void replace_node(Graph& graph, const Node* old_node, std::shared_ptr<Node> replacement, const Node* also_remove) {
+// `old_node` becomes `replacement` (in its place in the order), and the nodes it absorbed go.
+void replace_node(Graph& graph, const Node* old_node, std::shared_ptr<Node> replacement,
+                  std::initializer_list<const Node*> also_remove) {
     std::vector<std::shared_ptr<Node>> nodes;
     for (const auto& n : graph.nodes()) {
         if (n.get() == old_node) nodes.push_back(replacement);
-        else if (n.get() != also_remove) nodes.push_back(n);
+        else if (std::find(also_remove.begin(), also_remove.end(), n.get()) == also_remove.end()) nodes.push_back(n);
     }
     graph.set_nodes(std::move(nodes));
 }
@@ -82,7 +85,7 @@ protected:
         fused->set_input(1, w2);
         fused->set_input(2, b2);
         fused->set_output(0, bn.outputs()[0]);
-        replace_node(graph, conv.get(), fused, &bn);
+        replace_node(graph, conv.get(), fused, {&bn});
         ++r.nodes_fused;
         return true;
     }
@@ -112,7 +115,7 @@ protected:
         auto gemm = std::make_shared<Node>("Gemm", unique_name(graph, mm->name() + "_gemm"),
                                            std::vector<std::string>{mm->inputs()[0], mm->inputs()[1], other},
                                            std::vector<std::string>{add.outputs()[0]});
-        replace_node(graph, mm.get(), gemm, &add);
+        replace_node(graph, mm.get(), gemm, {&add});
         ++r.nodes_fused;
         return true;
     }
@@ -166,7 +169,7 @@ protected:
         if (rank == 0 || rank_of(graph, residual) != rank) return false;
         auto fused = fused_conv_from(*conv, add.outputs()[0]);
         fused->set_input(3, residual);  // an absent bias stays an empty input name
-        replace_node(graph, conv.get(), fused, &add);
+        replace_node(graph, conv.get(), fused, {&add});
         graph.opset_imports().emplace("com.pyflame", 1);
         ++r.nodes_fused;
         return true;
@@ -224,7 +227,7 @@ protected:
         auto fused = fused_conv_from(*conv, act.outputs()[0]);
         fused->set_attribute("activation", op);
         if (!params.empty()) fused->set_attribute("activation_params", params);
-        replace_node(graph, conv.get(), fused, &act);
+        replace_node(graph, conv.get(), fused, {&act});
         graph.opset_imports().emplace("com.pyflame", 1);
         ++r.nodes_fused;
         return true;
@@ -273,12 +276,7 @@ protected:
                 block->set_attribute(std::string(ops::kInvertedResidualPartNames[p]) + "_" + k, v);
         }
         if (project->has_input(3)) block->set_input(7, project->inputs()[3]);
-        std::vector<std::shared_ptr<Node>> nodes;
-        for (const auto& n : graph.nodes()) {
-            if (n.get() == project) nodes.push_back(block);
-            else if (n.get() != expand.get() && n.get() != depthwise) nodes.push_back(n);
-        }
-        graph.set_nodes(std::move(nodes));
+        replace_node(graph, project, block, {expand.get(), depthwise});
         graph.opset_imports().emplace("com.pyflame", 1);
         r.nodes_fused += 2;
         return true;
@@ -336,13 +334,7 @@ protected:
             return false;
         auto gelu = std::make_shared<Node>("Gelu", unique_name(graph, erf->name() + "_gelu"), std::vector<std::string>{x},
                                            half->outputs());
-        const std::unordered_set<const Node*> gone{div, erf.get(), add, mul, half};
-        std::vector<std::shared_ptr<Node>> nodes;
-        for (const auto& n : graph.nodes()) {
-            if (n.get() == half) nodes.push_back(gelu);
-            else if (!gone.count(n.get())) nodes.push_back(n);
-        }
-        graph.set_nodes(std::move(nodes));
+        replace_node(graph, half, gelu, {div, erf.get(), add, mul});
         r.nodes_fused += 4;
         return true;
     }
@@ -387,7 +379,7 @@ protected:
         auto swish = std::make_shared<Node>("Swish", unique_name(graph, sigmoid->name() + "_swish"),
                                             std::vector<std::string>{x}, mul->outputs());
         swish->set_attribute("alpha", 1.0);
-        replace_node(graph, mul, swish, sigmoid.get());
+        replace_node(graph, mul, swish, {sigmoid.get()});
         ++r.nodes_fused;
         return true;
     }
@@ -420,7 +412,7 @@ protected:
                                             std::vector<std::string>{mm->inputs()[0], mm->inputs()[1], bias},
                                             std::vector<std::string>{add.outputs()[0]});
         fused->set_domain("com.pyflame");
-        replace_node(graph, mm.get(), fused, &add);
+        replace_node(graph, mm.get(), fused, {&add});
         graph.opset_imports().emplace("com.pyflame", 1);
         ++r.nodes_fused;
         return true;
@@ -453,7 +445,7 @@ protected:
         fused->set_domain("com.pyflame");
         fused->set_attribute("activation", act.op_type());
         if (!params.empty()) fused->set_attribute("activation_params", params);
-        replace_node(graph, mm.get(), fused, &act);
+        replace_node(graph, mm.get(), fused, {&act});
         graph.opset_imports().emplace("com.pyflame", 1);
         ++r.nodes_fused;
         return true;

@@ -215,7 +215,7 @@ private:
         if (g.strides[0] != g.strides[1] || g.dilations[0] != 0 || g.dilations[1] != 0 || dg.pad_top != 1 ||
             !DepthwiseConv::handles(dg))
             return nullptr;
-        e->depthwise.emplace(dg, depthwise_weights_.plain(), *fused_activation_of(parts_[1]));
+        e->depthwise.emplace(dg, depthwise_weights_, *fused_activation_of(parts_[1]));
         e->out_height = dg.out_height, e->out_width = dg.out_width, e->stride = dg.stride, e->pad_top = dg.pad_top;
         e->out_shape = {e->batch, e->out_channels, e->out_height, e->out_width};
 
@@ -304,7 +304,7 @@ private:
     bool has_residual_;
     // Mutable: build() packs the 1x1 weights in place while the constructor plans.
     mutable PackedConstant expand_weights_, project_weights_;
-    PackedConstant depthwise_weights_;
+    Tensor depthwise_weights_;  // DepthwiseConv makes its own tap-major copy
     std::vector<int64_t> weight_shapes_[ops::kInvertedResidualParts];
     bool has_bias_[2];  // the expand and project parts'
     ShapeCache<InvertedResidualEntry> cache_;
